@@ -1,0 +1,139 @@
+"""Every error shuffle raises, in one place.
+
+``ShuffleError`` is the root. Low-level failures (``OSError``, msgpack and
+pickle errors, a dead fetch process) are translated into these types at one
+boundary with ``raise ... from e``, so callers catch one family and the cause
+stays attached. Errors carry the ids a person needs to find the broken piece.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "ShuffleError",
+    "ConfigError",
+    "SerializationError",
+    "RecordTooLargeError",
+    "FetchFailedError",
+    "MetadataFetchFailedError",
+    "CorruptBlockError",
+    "OutOfDiskError",
+]
+
+
+class ShuffleError(Exception):
+    """Root of every error raised by shuffle."""
+
+
+class ConfigError(ShuffleError, ValueError):
+    """A configuration value is malformed or contradicts the chosen mode."""
+
+    def __init__(self, key: str, value: object, expected: str) -> None:
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"bad value for {key}: {value!r}; expected {expected}")
+
+
+class SerializationError(ShuffleError):
+    """A record could not be encoded or decoded.
+
+    ``position`` is the record's index in the task's input when known; writers
+    fill it in with :meth:`at` because encoders do not know where they are.
+    """
+
+    def __init__(self, type_name: str, reason: str, position: Optional[int] = None) -> None:
+        self.type_name = type_name
+        self.reason = reason
+        self.position = position
+        where = f"record {position}" if position is not None else "a record"
+        super().__init__(f"cannot serialize {where} of type {type_name}: {reason}")
+
+    def at(self, position: int) -> "SerializationError":
+        """The same error, naming the record's position in its input."""
+        err = type(self)(self.type_name, self.reason, position)
+        err.__cause__ = self.__cause__
+        return err
+
+
+class RecordTooLargeError(ShuffleError):
+    """One serialized record does not fit in a memory page of the serialized writer."""
+
+    def __init__(self, size: int, limit: int, position: Optional[int] = None) -> None:
+        self.size = size
+        self.limit = limit
+        self.position = position
+        where = f"record {position}" if position is not None else "a record"
+        super().__init__(
+            f"{where} serializes to {size} bytes, more than the page limit of {limit} bytes; "
+            "use the sort writer (shuffle.writer.force=sort) for records this large"
+        )
+
+
+class FetchFailedError(ShuffleError):
+    """A shuffle block could not be fetched; the map that wrote it must be rerun."""
+
+    def __init__(
+        self,
+        shuffle_id: int,
+        map_id: Optional[int],
+        reduce_id: Optional[int],
+        location: object,
+        cause: str,
+    ) -> None:
+        self.shuffle_id = shuffle_id
+        self.map_id = map_id
+        self.reduce_id = reduce_id
+        self.location = location
+        self.cause = cause
+        super().__init__(
+            f"fetch failed for shuffle {shuffle_id} map {map_id} reduce {reduce_id} "
+            f"at {location}: {cause}"
+        )
+
+
+class MetadataFetchFailedError(FetchFailedError):
+    """The tracker has no output registered for a map that a reader needs."""
+
+    def __init__(self, shuffle_id: int, map_id: Optional[int], cause: str) -> None:
+        super().__init__(shuffle_id, map_id, None, None, cause)
+
+
+class CorruptBlockError(FetchFailedError):
+    """A block's bytes do not match their checksum.
+
+    ``diagnosis`` follows Spark's checksum diagnosis: ``DISK_ISSUE`` (the stored
+    checksum no longer matches the file), ``NETWORK_ISSUE`` (the file is intact,
+    the bytes changed in transfer), ``CHECKSUM_VERIFY_PASS``,
+    ``UNSUPPORTED_CHECKSUM_ALGORITHM`` or ``UNKNOWN_ISSUE``.
+    """
+
+    def __init__(
+        self,
+        shuffle_id: int,
+        map_id: Optional[int],
+        reduce_id: Optional[int],
+        location: object,
+        diagnosis: str,
+        detail: str = "",
+    ) -> None:
+        self.diagnosis = diagnosis
+        cause = f"block is corrupted due to {diagnosis}" + (f" ({detail})" if detail else "")
+        super().__init__(shuffle_id, map_id, reduce_id, location, cause)
+
+
+class OutOfDiskError(ShuffleError, OSError):
+    """A local directory has no room for what a task must write."""
+
+    def __init__(self, directory: str, needed: Optional[int], free: Optional[int]) -> None:
+        self.directory = directory
+        self.needed = needed
+        self.free = free
+        need = f"{needed} bytes needed, " if needed is not None else ""
+        have = f"{free} bytes free" if free is not None else "no space left"
+        ShuffleError.__init__(
+            self,
+            f"out of disk space in {directory}: {need}{have}; "
+            "free space there or point spark.local.dir at a larger disk",
+        )
