@@ -1,0 +1,70 @@
+"""``Aggregator``: the three functions that combine values by key.
+
+Spark's ``Aggregator[K, V, C]``: ``create_combiner(v) -> c`` starts a combiner
+from a key's first value, ``merge_value(c, v) -> c`` folds in another value,
+``merge_combiners(c1, c2) -> c`` joins two partial results (from different
+maps or different spills). Only ``merge_combiners`` may see partial results
+from other processes, so it must be associative; the order in which values
+arrive is not specified (as in Spark).
+
+This module owns the in-memory combining loops and nothing about spilling:
+callers (the sort writer, the reader's spilling map) decide when to spill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Hashable, Iterable, Tuple
+
+__all__ = ["Aggregator"]
+
+
+@dataclass(frozen=True)
+class Aggregator:
+    """How to combine the values of one key; picklable when its functions are."""
+
+    create_combiner: Callable[[Any], Any]
+    merge_value: Callable[[Any, Any], Any]
+    merge_combiners: Callable[[Any, Any], Any]
+
+    def __post_init__(self) -> None:
+        for name in ("create_combiner", "merge_value", "merge_combiners"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"Aggregator.{name} must be callable, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_reduce(cls, func: Callable[[Any, Any], Any]) -> "Aggregator":
+        """The aggregator of ``reduce_by_key(func)``: the first value is its own combiner."""
+        return cls(_identity, func, func)
+
+    def combine_values(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
+        """Fold ``(key, value)`` records into ``into`` (key -> combiner); returns records seen."""
+        create, merge = self.create_combiner, self.merge_value
+        count = 0
+        for key, value in records:
+            count += 1
+            # One dict probe on the common path: most keys repeat in a shuffle.
+            combiner = into.get(key, _MISSING)
+            into[key] = create(value) if combiner is _MISSING else merge(combiner, value)
+        return count
+
+    def combine_combiners(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
+        """Fold ``(key, combiner)`` records into ``into``; returns records seen."""
+        merge = self.merge_combiners
+        count = 0
+        for key, combiner in records:
+            count += 1
+            current = into.get(key, _MISSING)
+            into[key] = combiner if current is _MISSING else merge(current, combiner)
+        return count
+
+
+class _Missing:
+    __slots__ = ()
+
+
+_MISSING = _Missing()
+
+
+def _identity(value: Any) -> Any:
+    return value
