@@ -162,7 +162,9 @@ INPUTS = {
     "reverse_sorted": lambda: np.sort(RNG.integers(0, 2**24, 10_000))[::-1].copy(),
     "one_hot_partition": lambda: np.where(RNG.random(50_000) < 0.95, 12345, RNG.integers(0, 2**24, 50_000)),
     "empty": lambda: np.zeros(0, np.int64),
-    "ids_using_all_three_bytes": lambda: RNG.choice([0x000001, 0x000100, 0x010000, 0xFFFFFF, 0x01FF00, 0xFF00FF], 20_000),
+    "ids_using_all_three_bytes": lambda: RNG.choice(
+        [0x000001, 0x000100, 0x010000, 0xFFFFFF, 0x01FF00, 0xFF00FF], 20_000
+    ),
     "only_the_top_byte_varies": lambda: RNG.integers(0, 256, 20_000) << 16,
     "only_the_middle_byte_varies": lambda: (RNG.integers(0, 256, 20_000) << 8) | 0x7F,
 }
@@ -251,3 +253,13 @@ def test_partitions_above_2_pow_23_sort_after_smaller_ones(m):
     # These set bit 63: an int64 reinterpretation would sort them first.
     ptrs = twin.pack_array([2**23, 5, 2**24 - 1, 0], [0, 0, 0, 0], [0, 1, 2, 3])
     assert m.partitions_of(m.radix_sort_by_partition(ptrs)).tolist() == [0, 5, 2**23, 2**24 - 1]
+
+
+def test_compiled_and_twin_export_the_same_names_and_values():
+    assert native.__all__ == twin.__all__
+    for name in native.__all__:
+        value = getattr(native, name)
+        if isinstance(value, int):
+            assert value == getattr(twin, name), name
+        else:
+            assert callable(getattr(twin, name)), name
