@@ -1,0 +1,742 @@
+"""``ExternalSorter``: records into sorted, spillable runs, merged back by partition.
+
+Spark's ``ExternalSorter``, used by the sort writer and reusable by the reduce
+side for key ordering: it only needs its collaborators (memory, conf, spill
+format, a spill-path factory, a partition function), never a writer.
+
+*Insert.* With an aggregator, records are combined into a dict keyed by key
+(a key's partition is a function of the key, so the key alone is enough);
+without, they are appended to a list. Records arrive in chunks, so the size
+estimate (:class:`SizeTracker`) and the spill decision (:class:`SpillPolicy`)
+cost one Python call per chunk, not per record.
+
+*Order* of a run: by partition; within a partition by key when
+``key_ordering`` (by ``sort_key(key)``, descending when not ``ascending``),
+else by ``portable_hash(key)`` when aggregating (so equal keys meet in the
+merge), else insertion order. Partition ids and hashes are sorted with NumPy.
+
+*Spill file* (reference §2.5): the records of a run in that order, without
+partition ids, written in batches of ``spark.shuffle.spill.batchSize``
+records, each batch an independent ``spill_format`` block. Kept in memory: the
+batch byte sizes and the record count of each non-empty partition. A run with
+no records writes no file. Reading streams one batch at a time.
+
+*Merge*, partition by partition, of every spill with the in-memory run:
+aggregator -> fold records whose order key is equal, combining only truly
+equal keys (hashes collide); ordering -> ``heapq.merge``; else concatenation.
+At most ``shuffle.sort.maxMergeFanIn`` files are open at once: more spills
+are first merged, consecutive groups at a time, into bigger spill files.
+
+This module never decides file names (``new_spill_path`` does) and never
+leaves a file behind: :meth:`ExternalSorter.stop` deletes them all.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass
+from itertools import accumulate, chain, groupby, islice, tee
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from shuffle.aggregator import Aggregator
+from shuffle.blocks import BlockFormat
+from shuffle.conf import ShuffleConf
+from shuffle.errors import ConfigError, SerializationError, ShuffleError
+from shuffle.kernels import load
+from shuffle.memory import MemoryConsumer, SizeTracker, SpillPolicy, TaskMemoryManager
+
+__all__ = ["ExternalSorter", "MAX_MERGE_FAN_IN_KEY", "DEFAULT_MAX_MERGE_FAN_IN"]
+
+logger = logging.getLogger(__name__)
+
+_portable_hash = load("hashing").portable_hash
+
+MAX_MERGE_FAN_IN_KEY = "shuffle.sort.maxMergeFanIn"
+"""Conf key: most spill files merged (open) at once."""
+DEFAULT_MAX_MERGE_FAN_IN = 64
+
+# Insert chunks: at most this many records, and about this many bytes, between
+# two size checks. A multiple of 32, because SpillPolicy checks memory every
+# 32 records (Spark's Spillable).
+_INSERT_CHUNK_RECORDS = 1024
+_INSERT_CHUNK_BYTES = 1 << 20
+# Records handed out at a time from the in-memory run; a forced spill while
+# reading takes effect at the next hand-out.
+_READ_CHUNK_RECORDS = 1024
+# Bytes per record a list buffer adds to what its records hold (two pointers:
+# the buffer and the sorted copy made when it spills).
+_BUFFER_OVERHEAD = 16
+
+Record = Tuple[Any, Any]
+PartitionIds = Callable[[List[Any]], np.ndarray]
+_key_of = itemgetter(0)
+_record_of = itemgetter(1)
+
+
+@dataclass
+class _SpillFile:
+    """One spill file and what is kept of it in memory."""
+
+    path: Path
+    batch_sizes: List[int]
+    parts: List[int]  # non-empty partitions, increasing
+    counts: List[int]  # records of each
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.batch_sizes)
+
+
+class _SpillReader:
+    """Streams a spill file batch by batch; hands out its partitions in increasing order.
+
+    A partition's iterator must be used before the next partition is asked
+    for; whatever it did not yield is skipped then.
+    """
+
+    def __init__(self, spill: _SpillFile, spill_format: BlockFormat) -> None:
+        self.spill = spill
+        self._format = spill_format
+        self._batches = self._read_batches()
+        self._records = chain.from_iterable(self._batches)
+        self._next = 0
+        self._current: Optional[Iterator[Record]] = None
+
+    def _read_batches(self) -> Iterator[Iterator[Record]]:
+        # Opened at the first record asked for; closed when the generator ends or is closed.
+        with open(self.spill.path, "rb") as f:
+            for size in self.spill.batch_sizes:
+                data = f.read(size)
+                if len(data) != size:
+                    raise ShuffleError(f"spill file {self.spill.path} ends inside a batch: {len(data)} of {size} bytes")
+                yield self._format.decode(data)
+
+    def partition(self, pid: int) -> Optional[Iterator[Record]]:
+        """The records of partition ``pid`` (None when it has none); ``pid`` never decreases."""
+        if self._current is not None:
+            deque(self._current, maxlen=0)
+            self._current = None
+        parts, counts = self.spill.parts, self.spill.counts
+        while self._next < len(parts) and parts[self._next] < pid:
+            deque(islice(self._records, counts[self._next]), maxlen=0)
+            self._next += 1
+        if self._next == len(parts) or parts[self._next] != pid:
+            return None
+        self._current = islice(self._records, counts[self._next])
+        self._next += 1
+        return self._current
+
+    def close(self) -> None:
+        self._batches.close()  # type: ignore[attr-defined]
+
+
+class _MemoryRun:
+    """A sorted in-memory run, handed out by partition in chunks.
+
+    After :meth:`switch_to` (a spill while reading) the rest comes from the
+    spill file, even for a partition half handed out. ``original`` is the
+    insertion-ordered buffer (no aggregator), kept to name input positions.
+    """
+
+    def __init__(self, records: List[Record], parts: List[int], counts: List[int],
+                 original: Optional[List[Record]], base: int) -> None:
+        self.records: Optional[List[Record]] = records
+        self.parts = parts
+        self.ends = list(accumulate(counts))
+        self.starts = [end - count for end, count in zip(self.ends, counts)]
+        self.original = original
+        self.base = base
+        self.pos = 0  # first record not handed out yet
+        self.cursor = 0  # index in parts of the partition being handed out
+        self.reader: Optional[_SpillReader] = None
+
+    def __len__(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    def partition(self, pid: int) -> Optional[Iterator[Record]]:
+        if self.reader is not None:
+            return self.reader.partition(pid)
+        while self.cursor < len(self.parts) and self.parts[self.cursor] < pid:
+            self.cursor += 1
+        if self.cursor == len(self.parts) or self.parts[self.cursor] != pid:
+            return None
+        self.pos = self.starts[self.cursor]
+        return chain.from_iterable(self._chunks(self.cursor))
+
+    def _chunks(self, index: int) -> Iterator[Iterable[Record]]:
+        end = self.ends[index]
+        while True:
+            if self.reader is not None:
+                rest = self.reader.partition(self.parts[index])
+                if rest is not None:
+                    yield rest
+                return
+            if self.pos >= end or self.records is None:
+                return
+            stop = min(self.pos + _READ_CHUNK_RECORDS, end)
+            chunk = self.records[self.pos:stop]
+            self.pos = stop
+            yield chunk
+
+    def all_partitions(self) -> Iterator[Tuple[int, Iterator[Record]]]:
+        """Every partition from the start (used to spill a whole run)."""
+        return self.remaining()
+
+    def remaining(self) -> Iterator[Tuple[int, Iterator[Record]]]:
+        """What is not handed out yet, by partition."""
+        records = self.records
+        assert records is not None
+        for i in range(self.cursor, len(self.parts)):
+            start = max(self.starts[i], self.pos)
+            if start < self.ends[i]:
+                yield self.parts[i], _list_range(records, start, self.ends[i])
+
+    def switch_to(self, reader: Optional[_SpillReader]) -> None:
+        """The rest now lives in a spill file (None: there was no rest)."""
+        self.records = None
+        self.original = None
+        self.reader = reader
+        self.cursor = len(self.parts)
+
+    def position_of(self, record: object) -> Optional[int]:
+        """Input position of ``record`` (by identity), error path only."""
+        if self.original is None:
+            return None
+        for i, candidate in enumerate(self.original):
+            if candidate is record:
+                return self.base + i
+        return None
+
+
+class _EntrySample:
+    """The dict entries added by one chunk, as ``SizeTracker.update_many`` measures them.
+
+    Item i is ``(key, combiner)`` for a key of the chunk: measured lazily, only
+    at the tracker's sample points, and current (combiners grow).
+    """
+
+    def __init__(self, combiners: Dict[Any, Any], chunk: List[Record], added: int) -> None:
+        self._combiners, self._chunk, self._added = combiners, chunk, added
+
+    def __len__(self) -> int:
+        return self._added
+
+    def __getitem__(self, i: int) -> Record:
+        key = self._chunk[len(self._chunk) - self._added + i][0]
+        return key, self._combiners[key]
+
+
+class ExternalSorter(MemoryConsumer):
+    """Sorts and optionally combines records by (partition, key), spilling to disk.
+
+    Call order: :meth:`insert_all` any number of times, then one of
+    :meth:`partitioned_iterator` or :meth:`iterator` once, then :meth:`stop`
+    (also after a failure; idempotent), which deletes every spill file and
+    gives the memory back. While its output is being read, another consumer
+    of the task may make it spill the rest of its in-memory run.
+    """
+
+    def __init__(
+        self,
+        memory: TaskMemoryManager,
+        conf: ShuffleConf,
+        spill_format: BlockFormat,
+        new_spill_path: Callable[[], Path],
+        num_partitions: int,
+        partition_ids: Optional[PartitionIds] = None,
+        aggregator: Optional[Aggregator] = None,
+        key_ordering: bool = False,
+        ascending: bool = True,
+        sort_key: Optional[Callable[[Any], Any]] = None,
+    ) -> None:
+        super().__init__(memory)
+        if num_partitions < 1:
+            raise ShuffleError(f"num_partitions must be positive, got {num_partitions}")
+        self.conf = conf
+        self.spill_format = spill_format
+        self.new_spill_path = new_spill_path
+        self.num_partitions = num_partitions
+        self.partition_ids = partition_ids if num_partitions > 1 else None
+        self.aggregator = aggregator
+        self.key_ordering = key_ordering
+        self.ascending = ascending
+        self.sort_key = sort_key
+        batch_size = conf.get_int("spark.shuffle.spill.batchSize")
+        fan_in = conf.get_int(MAX_MERGE_FAN_IN_KEY, DEFAULT_MAX_MERGE_FAN_IN)
+        assert batch_size is not None and fan_in is not None
+        if fan_in < 2:
+            raise ConfigError(MAX_MERGE_FAN_IN_KEY, fan_in, "an integer >= 2")
+        self.batch_size = batch_size
+        # The narrowest type: NumPy's stable argsort is a radix sort up to 16 bits.
+        self._pid_dtype = np.uint8 if num_partitions <= 1 << 8 else np.uint16 if num_partitions <= 1 << 16 else np.int32
+        self.max_fan_in = fan_in
+        self.spill_count = 0
+        self.memory_bytes_spilled = 0
+        self.disk_bytes_spilled = 0
+        self._policy = SpillPolicy.from_conf(self, conf)
+        self._tracker = SizeTracker(0 if aggregator is not None else _BUFFER_OVERHEAD)
+        self._combiners: Dict[Any, Any] = {}
+        self._buffer: List[Record] = []
+        self._pid_chunks: List[np.ndarray] = []
+        self._keys: List[Any] = []
+        self._inserted = 0
+        self._run_base = 0  # input position of the first record in memory
+        self._since_spill = 0
+        self._spills: List[_SpillFile] = []
+        self._files: List[Path] = []
+        self._readers: List[_SpillReader] = []
+        self._run: Optional[_MemoryRun] = None
+        self._reading = False
+        self._stopped = False
+
+    # ------------------------------------------------------------------ insert
+
+    def insert_all(self, records: Iterable[Record]) -> None:
+        """Add (or combine) every record; spills when memory runs out."""
+        if self._reading or self._stopped:
+            raise ShuffleError("ExternalSorter.insert_all after its output was read or it was stopped")
+        it = iter(records)
+        force_after = self._policy.force_after
+        size = self._chunk_size()
+        while True:
+            # Cut chunks so a forced spill happens exactly after force_after + 1 records.
+            chunk = list(islice(it, max(1, min(size, force_after + 1 - self._since_spill))))
+            if not chunk:
+                return
+            if self.aggregator is not None:
+                self._combine(chunk)
+            else:
+                self._append(chunk)
+            self._inserted += len(chunk)
+            self._since_spill += len(chunk)
+            if self._policy.should_spill(self._since_spill, self._tracker.estimated_size):
+                self._spill_collection()
+            size = self._chunk_size()
+
+    def _combine(self, chunk: List[Record]) -> None:
+        combiners = self._combiners
+        before = len(combiners)
+        try:
+            self.aggregator.combine_values(chunk, combiners)  # type: ignore[union-attr]
+        except (TypeError, ValueError) as e:
+            bad = _first_malformed(chunk)
+            if bad is None:
+                raise
+            raise _malformed(chunk[bad]).at(self._inserted + bad) from e
+        added = len(combiners) - before
+        if added:
+            self._tracker.update_many(_EntrySample(combiners, chunk, added))  # type: ignore[arg-type]
+
+    def _append(self, chunk: List[Record]) -> None:
+        if self.partition_ids is not None or self.key_ordering:
+            try:
+                keys = [key for key, _ in chunk]
+            except (TypeError, ValueError) as e:
+                bad = _first_malformed(chunk)
+                if bad is None:
+                    raise
+                raise _malformed(chunk[bad]).at(self._inserted + bad) from e
+            pids = self._partitions_of(keys)
+            if pids is not None:
+                self._pid_chunks.append(pids)
+            if self.key_ordering:
+                self._keys.extend(keys)
+        self._buffer.extend(chunk)
+        self._tracker.update_many(chunk)
+
+    def _chunk_size(self) -> int:
+        tracker = self._tracker
+        if tracker.count == 0:
+            return 32  # sizes unknown yet: a small chunk measures them
+        per_record = max(1, tracker.estimated_size // tracker.count)
+        return max(32, min(_INSERT_CHUNK_RECORDS, _INSERT_CHUNK_BYTES // per_record // 32 * 32))
+
+    @property
+    def _held(self) -> int:
+        return len(self._combiners) if self.aggregator is not None else len(self._buffer)
+
+    # ------------------------------------------------------------------ sort
+
+    def _sorted_run(self) -> _MemoryRun:
+        """Sort what memory holds into a run and start an empty collection."""
+        base = self._run_base
+        if self.aggregator is not None:
+            items: List[Record] = list(self._combiners.items())
+            keys: List[Any] = list(self._combiners)
+            pids = self._partitions_of(keys)
+            original = None
+        else:
+            items, keys, original = self._buffer, self._keys, self._buffer
+            pids = np.concatenate(self._pid_chunks) if self._pid_chunks else None
+        self._combiners, self._buffer, self._keys, self._pid_chunks = {}, [], [], []
+        self._run_base = self._inserted
+        if not items:
+            return _MemoryRun([], [], [], None, base)
+        if self.aggregator is None and pids is None and not self.key_ordering:
+            return _MemoryRun(items, [0], [len(items)], original, base)  # insertion order: nothing to sort
+        order, parts, counts = self._order(keys, pids, len(items))
+        return _MemoryRun(_gather(items, order), parts, counts, original, base)
+
+    def _partitions_of(self, keys: List[Any]) -> Optional[np.ndarray]:
+        if self.partition_ids is None or not keys:
+            return None
+        return np.asarray(self.partition_ids(keys), dtype=self._pid_dtype)
+
+    def _order(self, keys: List[Any], pids: Optional[np.ndarray], n: int) -> Tuple[List[int], List[int], List[int]]:
+        """The run's order (indices into the collection), its non-empty partitions and their counts."""
+        if self.aggregator is not None and not self.key_ordering:
+            hashes = np.fromiter(map(_portable_hash, keys), dtype=np.int64, count=n)
+            order = np.argsort(hashes, kind="stable") if pids is None else np.lexsort((hashes, pids))
+        else:
+            order = np.arange(n) if pids is None else np.argsort(pids, kind="stable")
+        if pids is None:
+            parts, counts = [0], [n]
+        else:
+            unique, sizes = np.unique(pids[order], return_counts=True)
+            parts, counts = unique.tolist(), sizes.tolist()
+        order_list: List[int] = order.tolist()
+        if self.key_ordering:
+            self._order_by_key(order_list, keys, counts)
+        return order_list, parts, counts
+
+    def _order_by_key(self, order: List[int], keys: List[Any], counts: List[int]) -> None:
+        """Sort each partition's stretch of ``order`` (indices into ``keys``) by key, in place."""
+        ranked = keys if self.sort_key is None else list(map(self.sort_key, keys))
+        by_key = ranked.__getitem__
+        reverse = not self.ascending
+        start = 0
+        for count in counts:
+            if count > 1:
+                stretch = order[start:start + count]
+                try:
+                    stretch.sort(key=by_key, reverse=reverse)
+                except TypeError as e:
+                    raise _incomparable(e, [ranked[i] for i in stretch]) from e
+                order[start:start + count] = stretch
+            start += count
+
+    # ------------------------------------------------------------------ spill
+
+    def _spill_collection(self) -> None:
+        """Write the in-memory collection as one sorted spill file and free its memory."""
+        held_bytes = self._tracker.estimated_size
+        run = self._sorted_run()
+        self._run = run
+        try:
+            spill = self._write_spill(run.all_partitions())
+        finally:
+            self._run = None
+        if spill is not None:
+            self._spills.append(spill)
+        self.spill_count += 1
+        self.memory_bytes_spilled += held_bytes
+        logger.debug("sorter spilled %d records (%d bytes in memory) to %s", len(run), held_bytes,
+                     spill.path if spill else "nothing")
+        self._tracker.reset()
+        self._since_spill = 0
+        self._policy.after_spill()
+
+    def spill(self, size: int, trigger: MemoryConsumer) -> int:
+        """Spill for another consumer of the task: the collection, or the unread rest of the output."""
+        if trigger is self or self.used == 0 or self._stopped:
+            return 0
+        freed = self.used
+        run = self._run
+        if run is None:  # still inserting, or reading has not started
+            if not self._held:
+                return 0
+            self._spill_collection()
+            return freed
+        if run.records is None:
+            return 0
+        spill = self._write_spill(run.remaining())
+        reader = self._open_reader(spill) if spill is not None else None
+        run.switch_to(reader)
+        self.spill_count += 1
+        self.memory_bytes_spilled += freed
+        self._policy.after_spill()
+        logger.debug("sorter spilled the unread rest of its output for %r", trigger)
+        return freed
+
+    def _write_spill(self, partitions: Iterable[Tuple[int, Iterable[Record]]]) -> Optional[_SpillFile]:
+        """Write records, by partition in increasing order, as batches of one spill file.
+
+        Returns None (and writes no file) when there are no records.
+        """
+        fmt, batch_size = self.spill_format, self.batch_size
+        encoder = fmt.serializer.new_encoder()
+        in_batch = 0
+        path: Optional[Path] = None
+        file: Optional[BinaryIO] = None
+        batch_sizes: List[int] = []
+        parts: List[int] = []
+        counts: List[int] = []
+
+        def flush() -> None:
+            nonlocal path, file, in_batch
+            block = fmt.compress(encoder.take())
+            if file is None:
+                path = self.new_spill_path()
+                self._files.append(path)
+                file = open(path, "wb")
+            file.write(block)
+            batch_sizes.append(len(block))
+            in_batch = 0
+
+        try:
+            for pid, records in partitions:
+                it = iter(records)
+                in_partition = 0
+                while True:
+                    chunk = list(islice(it, batch_size - in_batch))
+                    if not chunk:
+                        break
+                    try:
+                        encoder.add_all(chunk)
+                    except SerializationError as e:
+                        raise self.locate(e, chunk) from e.__cause__
+                    in_batch += len(chunk)
+                    in_partition += len(chunk)
+                    if in_batch >= batch_size:
+                        flush()
+                if in_partition:
+                    parts.append(pid)
+                    counts.append(in_partition)
+            if in_batch:
+                flush()
+        finally:
+            if file is not None:
+                file.close()
+        if path is None:
+            return None
+        spill = _SpillFile(path, batch_sizes, parts, counts)
+        self.disk_bytes_spilled += spill.nbytes
+        return spill
+
+    # ------------------------------------------------------------------ merge
+
+    def partitioned_iterator(self) -> Iterator[Tuple[int, Iterator[Record]]]:
+        """``(partition, records)`` for each non-empty partition, in increasing order.
+
+        Each partition's records must be used before asking for the next
+        partition. Can be called once.
+        """
+        if self._reading or self._stopped:
+            raise ShuffleError("ExternalSorter output can be read once, before stop()")
+        self._reading = True
+        return self._partitions()
+
+    def iterator(self) -> Iterator[Record]:
+        """Every record, partition after partition."""
+        return chain.from_iterable(records for _, records in self.partitioned_iterator())
+
+    def _partitions(self) -> Iterator[Tuple[int, Iterator[Record]]]:
+        run = self._run = self._sorted_run()
+        self._merge_spills_down(self.max_fan_in - (1 if len(run) else 0))
+        readers = [self._open_reader(spill) for spill in self._spills]
+        sources: List[Any] = [*readers, run]
+        parts = sorted(set(run.parts).union(*(spill.parts for spill in self._spills)))
+        for pid in parts:
+            if self._stopped:
+                raise ShuffleError("ExternalSorter was stopped while its output was being read")
+            streams = [s for s in (source.partition(pid) for source in sources) if s is not None]
+            if streams:
+                yield pid, self._merge(streams)
+        # Done: give back the memory and the disk now rather than at stop().
+        self._run = None
+        self._close_readers()
+        self._delete_files()
+        self._spills = []
+        self._policy.after_spill()
+
+    def _merge(self, streams: List[Iterator[Record]]) -> Iterator[Record]:
+        """One partition's records from several sorted runs, in the run order."""
+        if len(streams) == 1:
+            return streams[0]  # every run is already combined within itself
+        if self.aggregator is None and not self.key_ordering:
+            return chain.from_iterable(streams)
+        reverse = self.key_ordering and not self.ascending
+        if self.aggregator is None and self.sort_key is None:
+            return _comparing(heapq.merge(*streams, key=_key_of, reverse=reverse))
+        rank = self.sort_key if self.key_ordering else _portable_hash
+        decorated = [_decorate(stream, rank) for stream in streams]
+        merged = heapq.merge(*decorated, key=_key_of, reverse=reverse)
+        if self.key_ordering:
+            merged = _comparing(merged)
+        if self.aggregator is None:
+            return map(_record_of, merged)
+        return _fold(merged, self.aggregator.merge_combiners)
+
+    def _merge_spills_down(self, limit: int) -> None:
+        """Merge consecutive spills until at most ``max(limit, 1)`` remain (never more than fan-in open)."""
+        limit = max(limit, 1)
+        while len(self._spills) > limit:
+            excess = len(self._spills) - limit
+            merged: List[_SpillFile] = []
+            i = 0
+            while i < len(self._spills):
+                take = min(self.max_fan_in, excess + 1) if excess > 0 else 1
+                group = self._spills[i:i + take]
+                i += len(group)
+                if len(group) == 1:
+                    merged.append(group[0])
+                    continue
+                excess -= len(group) - 1
+                merged_spill = self._merge_group(group)
+                if merged_spill is not None:
+                    merged.append(merged_spill)
+            self._spills = merged
+            logger.debug("sorter merged spills down to %d files", len(self._spills))
+
+    def _merge_group(self, group: List[_SpillFile]) -> Optional[_SpillFile]:
+        readers = [self._open_reader(spill) for spill in group]
+        parts = sorted(set().union(*(spill.parts for spill in group)))
+
+        def partitions() -> Iterator[Tuple[int, Iterator[Record]]]:
+            for pid in parts:
+                streams = [s for s in (r.partition(pid) for r in readers) if s is not None]
+                yield pid, self._merge(streams)
+
+        try:
+            return self._write_spill(partitions())
+        finally:
+            for reader in readers:
+                reader.close()
+                self._readers.remove(reader)
+            for spill in group:
+                _unlink(spill.path)
+                self._files.remove(spill.path)
+
+    def _open_reader(self, spill: _SpillFile) -> _SpillReader:
+        reader = _SpillReader(spill, self.spill_format)
+        self._readers.append(reader)
+        return reader
+
+    # ------------------------------------------------------------------ errors, end
+
+    def locate(self, error: SerializationError, chunk: List[Any]) -> SerializationError:
+        """``error`` (raised encoding ``chunk``) naming its record's input position when known."""
+        position = None
+        if error.position is not None and 0 <= error.position < len(chunk) and self._run is not None:
+            position = self._run.position_of(chunk[error.position])
+        if position is not None:
+            return error.at(position)
+        located = SerializationError(error.type_name, error.reason)
+        located.__cause__ = error.__cause__
+        return located
+
+    def stop(self) -> None:
+        """Delete every spill file and give back all memory; safe to call again, and after a failure."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._close_readers()
+        self._delete_files()
+        self._spills = []
+        self._run = None
+        self._combiners, self._buffer, self._keys, self._pid_chunks = {}, [], [], []
+        self.close()
+
+    def _close_readers(self) -> None:
+        for reader in self._readers:
+            reader.close()
+        self._readers = []
+
+    def _delete_files(self) -> None:
+        for path in self._files:
+            _unlink(path)
+        self._files = []
+
+    def __enter__(self) -> "ExternalSorter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _list_range(records: List[Record], start: int, end: int) -> Iterator[Record]:
+    """``records[start:end]`` without copying it whole."""
+    step = _READ_CHUNK_RECORDS
+    return chain.from_iterable(records[i:min(i + step, end)] for i in range(start, end, step))
+
+
+def _gather(items: List[Record], order: List[int]) -> List[Record]:
+    """``[items[i] for i in order]``; itemgetter does it in one C call."""
+    if len(order) < 2:
+        return [items[i] for i in order]
+    return list(itemgetter(*order)(items))
+
+
+def _decorate(stream: Iterator[Record], rank: Optional[Callable[[Any], Any]]) -> Iterator[Tuple[Any, Record]]:
+    """``(rank(key), record)`` pairs (the key itself for no rank), in C loops: no Python frame per record."""
+    keys, records = tee(stream)
+    ranks = map(_key_of, keys)
+    return zip(ranks if rank is None else map(rank, ranks), records)
+
+
+def _fold(merged: Iterator[Tuple[Any, Record]], merge_combiners: Callable[[Any, Any], Any]) -> Iterator[Record]:
+    """Combine records with truly equal keys among those of equal rank."""
+    for _, group in groupby(merged, key=_key_of):
+        first = next(group)
+        second = next(group, None)
+        if second is None:
+            yield first[1]
+            continue
+        combined: Dict[Any, Any] = {}
+        for _, (key, combiner) in chain((first, second), group):
+            if key in combined:
+                combined[key] = merge_combiners(combined[key], combiner)
+            else:
+                combined[key] = combiner
+        yield from combined.items()
+
+
+def _comparing(merged: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from merged
+    except TypeError as e:
+        raise _incomparable(e, []) from e
+
+
+_TYPES_IN_MESSAGE = re.compile(r"instances of '([^']+)' and '([^']+)'")
+
+
+def _incomparable(error: TypeError, keys: List[Any]) -> ShuffleError:
+    found = _TYPES_IN_MESSAGE.search(str(error))
+    if found is not None:
+        first, second = found.groups()
+    else:
+        names = list(dict.fromkeys(type(k).__name__ for k in keys))
+        first, second = (names + ["?", "?"])[:2]
+    return ShuffleError(
+        f"cannot sort keys of type {first} and {second} together ({error}); "
+        "give the shuffle a sort_key that maps every key to one comparable type"
+    )
+
+
+def _first_malformed(chunk: List[Any]) -> Optional[int]:
+    for i, record in enumerate(chunk):
+        if not (isinstance(record, (tuple, list)) and len(record) == 2):
+            return i
+    return None
+
+
+def _malformed(record: object) -> SerializationError:
+    return SerializationError(type(record).__name__, "records must be (key, value) 2-tuples")
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
