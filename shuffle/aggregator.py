@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, Iterable, Tuple
 
-__all__ = ["Aggregator"]
+__all__ = ["Aggregator", "GroupByAggregator"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class Aggregator:
     def from_reduce(cls, func: Callable[[Any, Any], Any]) -> "Aggregator":
         """The aggregator of ``reduce_by_key(func)``: the first value is its own combiner."""
         return cls(_identity, func, func)
+
+    @classmethod
+    def for_group_by(cls) -> "GroupByAggregator":
+        """The aggregator of ``group_by_key``: values gathered into lists, never combined on the map side."""
+        return GroupByAggregator(_new_list, _append, _extend)
 
     def combine_values(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
         """Fold ``(key, value)`` records into ``into`` (key -> combiner); returns records seen."""
@@ -57,6 +62,29 @@ class Aggregator:
             current = into.get(key, _MISSING)
             into[key] = combiner if current is _MISSING else merge(current, combiner)
         return count
+
+
+class GroupByAggregator(Aggregator):
+    """Gathers a key's values into a list.
+
+    Its own type, because readers treat it specially: a key may have more
+    values than fit in memory, so they group by sorting and may spill one
+    key's values (PySpark's ``ExternalGroupBy``) instead of growing a list.
+    """
+
+
+def _new_list(value: Any) -> list:
+    return [value]
+
+
+def _append(values: list, value: Any) -> list:
+    values.append(value)
+    return values
+
+
+def _extend(values: list, more: list) -> list:
+    values.extend(more)
+    return values
 
 
 class _Missing:
