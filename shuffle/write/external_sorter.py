@@ -185,10 +185,6 @@ class _MemoryRun:
             self.pos = stop
             yield chunk
 
-    def all_partitions(self) -> Iterator[Tuple[int, Iterator[Record]]]:
-        """Every partition from the start (used to spill a whole run)."""
-        return self.remaining()
-
     def remaining(self) -> Iterator[Tuple[int, Iterator[Record]]]:
         """What is not handed out yet, by partition."""
         records = self.records
@@ -430,7 +426,7 @@ class ExternalSorter(MemoryConsumer):
         run = self._sorted_run()
         self._run = run
         try:
-            spill = self._write_spill(run.all_partitions())
+            spill = self._write_spill(run.remaining())
         finally:
             self._run = None
         if spill is not None:
