@@ -19,6 +19,10 @@ __all__ = [
     "MetadataFetchFailedError",
     "CorruptBlockError",
     "OutOfDiskError",
+    "InputNotFoundError",
+    "OutputExistsError",
+    "TaskFailedError",
+    "JobAbortedError",
 ]
 
 
@@ -137,3 +141,37 @@ class OutOfDiskError(ShuffleError, OSError):
             f"out of disk space in {directory}: {need}{have}; "
             "free space there or point spark.local.dir at a larger disk",
         )
+
+
+class InputNotFoundError(ShuffleError, FileNotFoundError):
+    """An input path or glob names no readable file."""
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        ShuffleError.__init__(self, f"no input file at {path}" + (f": {detail}" if detail else ""))
+
+
+class OutputExistsError(ShuffleError, FileExistsError):
+    """An output directory exists already and overwriting was not asked for."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        ShuffleError.__init__(self, f"output directory {path} exists already; remove it or pass overwrite=True")
+
+
+class TaskFailedError(ShuffleError):
+    """A task failed on a worker; carries the worker's exception type, message and traceback text."""
+
+    def __init__(self, description: str, exc_type: str, message: str, traceback_text: str) -> None:
+        self.description = description
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback_text = traceback_text
+        super().__init__(f"{description} failed: {exc_type}: {message}")
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}\n\nWorker traceback:\n{self.traceback_text}"
+
+
+class JobAbortedError(ShuffleError):
+    """A job stopped for good: a task failed too often, or a stage could not be recomputed."""
