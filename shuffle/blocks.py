@@ -67,5 +67,6 @@ def _codec(conf: ShuffleConf, switch: str) -> Codec:
         return get_codec("none")
     name = conf.get("spark.io.compression.codec")
     block_size = conf.get_bytes("spark.io.compression.lz4.blockSize")
-    assert name is not None and block_size is not None  # both have defaults
-    return get_codec(name, block_size=block_size)
+    level = conf.get_int("spark.io.compression.zstd.level")
+    assert name is not None and block_size is not None and level is not None  # all have defaults
+    return get_codec(name, block_size=block_size, zstd_level=level)

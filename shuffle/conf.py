@@ -174,7 +174,7 @@ _KEYS = [
     _bool_key("spark.shuffle.compress", True, "compress map output blocks"),
     _bool_key("spark.shuffle.spill.compress", True, "compress spill files"),
     _choice_key("spark.io.compression.codec", "lz4", ("none", "lz4", "zstd", "zlib"), "block compression codec"),
-    _size_key("spark.io.compression.lz4.blockSize", "32k", "b", "block size of the compression framing", 1, 2**30),
+    _size_key("spark.io.compression.lz4.blockSize", "32k", "b", "block size of the compression framing", 1, 64 << 20),
     _int_key("spark.io.compression.zstd.level", 1, "zstd level", -7, 22),
     _bool_key("spark.shuffle.checksum.enabled", True, "write per-partition checksum files"),
     _choice_key("spark.shuffle.checksum.algorithm", "ADLER32", ("ADLER32", "CRC32"), "checksum of each partition", upper=True),
