@@ -163,6 +163,7 @@ _KEYS = [
     _bool_key("spark.shuffle.sort.useRadixSort", True, "radix sort (or a comparison sort) of packed pointers"),
     _int_key("spark.shuffle.sort.initialBufferSize", 4096, "initial packed-pointer array length", 1),
     _bool_key("spark.shuffle.unsafe.fastMergeEnabled", True, "merge serialized spills by byte concatenation"),
+    _int_key("shuffle.sort.maxMergeFanIn", 64, "spill files merged at once; more take several passes", 2),
     _choice_key("spark.shuffle.manager", "sort", ("sort", "tungsten-sort"), "the shuffle manager (both names mean sort)"),
     _choice_key("shuffle.writer.force", None, ("bypass", "serialized", "sort"), "force one writer (study, benchmarks)"),
     _size_key("spark.buffer.pageSize", None, "b", "page size of the serialized writer's record buffer", 1 << 10, 1 << 27),
@@ -185,6 +186,10 @@ _KEYS = [
     _int_key("spark.reducer.maxBlocksInFlightPerAddress", INT_MAX, "blocks outstanding per location", 1),
     _int_key("spark.shuffle.io.maxRetries", 3, "retries of a failed fetch"),
     _time_key("spark.shuffle.io.retryWait", "5s", "s", "wait between fetch retries"),
+    _time_key("spark.network.timeout", "120s", "s", "a fetch process silent this long is replaced"),
+    _bool_key("spark.shuffle.readHostLocalDisk", True, "read other executors' files on this host in-process"),
+    _int_key("shuffle.fetch.processes", 2, "fetch processes per reader for remote blocks", 1),
+    _choice_key("shuffle.fetch.startMethod", "forkserver", ("forkserver", "spawn", "fork"), "how fetch processes start"),
     # engine
     _int_key("spark.task.maxFailures", 4, "attempts of a task before the job fails", 1),
     _int_key("spark.stage.maxConsecutiveAttempts", 4, "attempts of a stage after fetch failures", 1),
