@@ -1,0 +1,198 @@
+"""Executor backends: where tasks run. The scheduler only sees :class:`ExecutorBackend`.
+
+:class:`LocalProcessBackend` runs N worker processes on this machine, each an
+executor with its own id and directory under the context's local dir. A task
+goes to an idle worker as cloudpickled bytes; its result comes back the same
+way. A worker that dies mid-task is noticed through its process sentinel, its
+task is reported as failed (``worker_lost``) and a fresh worker takes its
+place, so the scheduler can retry. Another backend (Ray) implements the same
+four methods without touching the stage logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Deque, Dict, Iterator, List, Optional
+
+import cloudpickle
+
+from shuffle.engine.tasks import Task, TaskFailure, TaskResult
+from shuffle.engine.worker import STOP, worker_main
+from shuffle.errors import ShuffleError
+
+__all__ = ["ExecutorBackend", "LocalProcessBackend"]
+
+logger = logging.getLogger(__name__)
+
+_JOIN_TIMEOUT_S = 2.0
+
+
+class ExecutorBackend(ABC):
+    """Runs tasks somewhere; results come back in completion order."""
+
+    num_executors: int
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def submit(self, task: Task, payload: bytes) -> None:
+        """Queue ``task`` (already cloudpickled as ``payload``)."""
+
+    @abstractmethod
+    def results(self) -> Iterator[TaskResult]:
+        """Yield results as tasks finish, until nothing is queued or running."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop every worker; idempotent; leaves no process behind."""
+
+
+@dataclass
+class _Worker:
+    executor_id: str
+    process: Any
+    conn: Connection
+    task: Optional[Task] = None
+
+
+class LocalProcessBackend(ExecutorBackend):
+    """N worker processes on this machine (``forkserver`` by default, ``spawn`` works too)."""
+
+    def __init__(self, num_executors: int, local_dir: Path, conf_values: Dict[str, str],
+                 start_method: str = "forkserver") -> None:
+        if num_executors < 1:
+            raise ShuffleError(f"parallelism must be at least 1, got {num_executors}")
+        self.num_executors = num_executors
+        self.local_dir = Path(local_dir)
+        self.conf_values = conf_values
+        self._mp = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            # Workers fork from a server that has already imported the heavy modules.
+            self._mp.set_forkserver_preload(["shuffle.engine.worker"])
+        self._workers: List[_Worker] = []
+        self._queue: Deque[tuple] = deque()
+        self._generation = 0
+        self._stopped = False
+
+    def start(self) -> None:
+        for index in range(self.num_executors):
+            self._workers.append(self._spawn(index))
+
+    def executor_dirs(self) -> List[Path]:
+        return sorted(p for p in self.local_dir.glob("executor-*") if p.is_dir())
+
+    def _spawn(self, index: int) -> _Worker:
+        self._generation += 1
+        executor_id = f"{index}.{self._generation}"
+        directory = self.local_dir / f"executor-{executor_id}"
+        directory.mkdir(parents=True, exist_ok=True)
+        parent_end, child_end = self._mp.Pipe()
+        process = self._mp.Process(
+            target=worker_main,
+            args=(child_end, executor_id, str(directory), self.conf_values, self.num_executors),
+            name=f"shuffle-executor-{executor_id}",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()
+        logger.debug("started executor %s (pid %s)", executor_id, process.pid)
+        return _Worker(executor_id, process, parent_end)
+
+    def submit(self, task: Task, payload: bytes) -> None:
+        if self._stopped:
+            raise ShuffleError("the executor backend was stopped")
+        self._queue.append((task, payload))
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if not self._queue:
+                return
+            if worker.task is None:
+                task, payload = self._queue.popleft()
+                worker.task = task
+                try:
+                    worker.conn.send_bytes(payload)
+                except OSError:
+                    pass  # the worker is dying; its sentinel reports the loss
+
+    def results(self) -> Iterator[TaskResult]:
+        while True:
+            self._dispatch()
+            busy = [w for w in self._workers if w.task is not None]
+            if not busy:
+                return
+            waitables: Dict[Any, _Worker] = {}
+            for worker in busy:
+                waitables[worker.conn] = worker
+                waitables[worker.process.sentinel] = worker
+            for ready in wait(list(waitables)):
+                worker = waitables[ready]
+                if worker.task is None:
+                    continue  # answered through its pipe in this same round
+                if ready is worker.conn:
+                    result = self._receive(worker)
+                else:
+                    result = self._receive(worker) if worker.conn.poll() else self._lost(worker)
+                if result is not None:
+                    yield result
+
+    def _receive(self, worker: _Worker) -> Optional[TaskResult]:
+        task = worker.task
+        assert task is not None
+        try:
+            result: TaskResult = cloudpickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            return self._lost(worker)
+        worker.task = None
+        # The worker cannot know the driver's ids if the task did not unpickle; take them from the task.
+        result.task_id, result.stage_id, result.partition, result.attempt = (
+            task.task_id, task.stage_id, task.partition, task.attempt)
+        return result
+
+    def _lost(self, worker: _Worker) -> TaskResult:
+        task = worker.task
+        assert task is not None
+        worker.task = None
+        worker.process.join(timeout=_JOIN_TIMEOUT_S)
+        code = worker.process.exitcode
+        logger.warning("executor %s died (exit code %s) running %s; replacing it",
+                       worker.executor_id, code, task.describe())
+        worker.conn.close()
+        index = self._workers.index(worker)
+        self._workers[index] = self._spawn(index)
+        failure = TaskFailure("WorkerLostError", f"executor {worker.executor_id} exited with code {code}",
+                              "", None, None, worker_lost=True)
+        return TaskResult(task.task_id, task.stage_id, task.partition, task.attempt,
+                          worker.executor_id, failure=failure)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._queue.clear()
+        for worker in self._workers:
+            try:
+                worker.conn.send_bytes(STOP)
+            except OSError:
+                pass
+        for worker in self._workers:
+            worker.process.join(timeout=_JOIN_TIMEOUT_S if worker.task is None else 0.1)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=_JOIN_TIMEOUT_S)
+            worker.conn.close()
+        self._workers.clear()
+
+
+def worker_pids(backend: ExecutorBackend) -> List[int]:
+    """Process ids of a local backend's workers (for tests and diagnostics)."""
+    if isinstance(backend, LocalProcessBackend):
+        return [w.process.pid for w in backend._workers if w.process.pid is not None]
+    return []

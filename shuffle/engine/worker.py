@@ -1,0 +1,83 @@
+"""The worker process: one executor, running one task at a time for the driver.
+
+A worker owns a :class:`SortShuffleManager` over its own directory, receives
+cloudpickled tasks on its end of a pipe and answers with cloudpickled
+:class:`TaskResult` objects. It never deletes shuffle files (the driver owns
+their lifetime) and it never outlives the driver: it exits on end-of-file on
+its pipe, and a watchdog thread ends it if its parent process goes away while
+a task is running. Ctrl-C is the driver's to handle, so workers ignore SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Dict
+
+import cloudpickle
+
+from shuffle.conf import ShuffleConf
+from shuffle.engine.tasks import Task, TaskResult, failure_of, run_task
+from shuffle.manager import SortShuffleManager
+from shuffle.memory import ExecutionMemoryPool, shuffle_pool_size
+
+__all__ = ["worker_main", "STOP"]
+
+logger = logging.getLogger(__name__)
+
+STOP = b"stop"
+_WATCHDOG_INTERVAL_S = 0.5
+
+
+def worker_main(conn: Connection, executor_id: str, local_dir: str, conf_values: Dict[str, str], num_workers: int) -> None:
+    """Serve tasks from ``conn`` until told to stop or the driver disappears."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _start_watchdog(os.getppid())
+    conf = ShuffleConf(conf_values)
+    pool = ExecutionMemoryPool(shuffle_pool_size(conf, num_workers))
+    manager = SortShuffleManager(conf, local_dir=local_dir, executor_id=executor_id, memory_pool=pool)
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        if message == STOP:
+            break
+        try:
+            task: Task = cloudpickle.loads(message)
+        except Exception as e:  # a task that does not unpickle here is still a task failure
+            conn.send_bytes(cloudpickle.dumps(_unreadable(message, e, executor_id)))
+            continue
+        result = run_task(task, manager)
+        conn.send_bytes(_dumps_result(result))
+    conn.close()
+
+
+def _dumps_result(result: TaskResult) -> bytes:
+    try:
+        return cloudpickle.dumps(result)
+    except Exception as e:  # the value did not pickle: report that as the task's failure
+        result.value = None
+        result.failure = failure_of(e)
+        result.failure.exception = None
+        return cloudpickle.dumps(result)
+
+
+def _unreadable(message: bytes, error: Exception, executor_id: str) -> TaskResult:
+    result = TaskResult(-1, -1, -1, 0, executor_id)
+    result.failure = failure_of(error)
+    return result
+
+
+def _start_watchdog(parent_pid: int) -> None:
+    def watch() -> None:
+        while True:
+            time.sleep(_WATCHDOG_INTERVAL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # orphaned: the driver (or its process server) is gone
+
+    threading.Thread(target=watch, name="shuffle-worker-watchdog", daemon=True).start()
