@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NoReturn, Optional, Sequence
 
 from shuffle import __version__
 from shuffle.checksum import checksum_of
@@ -24,8 +24,11 @@ __all__ = ["main"]
 logger = logging.getLogger(__name__)
 
 USER_ERRORS = (ConfigError, InputNotFoundError, OutputExistsError)
-DEMO_WORDS = 2_000_000
-DEMO_MEMORY = "64m"
+# Sized so the map-side combine of the default demo spills: many distinct words
+# (a long Zipf tail) against a small per-worker budget.
+DEMO_WORDS = 3_000_000
+DEMO_VOCABULARY = 300_000
+DEMO_MEMORY = "16m"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -51,14 +54,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage stays behind --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shuffle", description="Spark's sort-based shuffle in Python.")
+    parser = _Parser(prog="shuffle", description="Spark's sort-based shuffle in Python.")
     parser.add_argument("--version", action="version", version=f"shuffle {__version__}")
     parser.add_argument("--debug", action="store_true", help="log at debug level and show tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     demo = commands.add_parser("demo", help="word count over a generated corpus, with the stage metrics")
     demo.add_argument("--words", type=_positive_int, default=DEMO_WORDS, help=f"corpus size (default {DEMO_WORDS:,})")
+    demo.add_argument("--vocabulary", type=_positive_int, default=DEMO_VOCABULARY,
+                      help=f"distinct words to draw from (default {DEMO_VOCABULARY:,})")
     demo.add_argument("--top", type=_positive_int, default=10, help="how many top words to print")
     _add_job_options(demo, default_memory=DEMO_MEMORY)
     demo.set_defaults(run=_run_demo)
@@ -118,18 +130,20 @@ def _count_words(args: argparse.Namespace, paths: List[str], title: str) -> int:
     started = time.perf_counter()
     with Context(parallelism=args.parallelism, conf=_job_conf(args), progress=progress) as ctx:
         counts = word_count(ctx, paths, args.partitions)
-        top = top_words(counts, args.top)
-        count_metrics = ctx.last_job_metrics
         distinct = counts.count()
+        count_metrics = ctx.last_job_metrics
+        top = top_words(counts, args.top)
+        top_metrics = ctx.last_job_metrics
     elapsed = time.perf_counter() - started
     print(title)
     print(f"{distinct:,} distinct words; top {len(top)}:")
     width = max((len(word) for word, _ in top), default=4)
     for word, count in top:
         print(f"  {word.ljust(width)}  {count:>10,}")
-    print()
-    print("stages of the top-words job (word count, then the sort by count):")
-    print(count_metrics.table() if count_metrics is not None else "(no job ran)")
+    for name, metrics in (("word count (map-side combine, then reduce)", count_metrics),
+                          ("top words (range-partitioned sort by count)", top_metrics)):
+        print(f"\nstages of the {name} job:")
+        print(metrics.table() if metrics is not None else "(no job ran)")
     print(f"\ntotal {elapsed:.2f} s with {args.parallelism} workers")
     return 0
 
@@ -139,7 +153,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="shuffle-demo-") as tmp:
         started = time.perf_counter()
-        paths = generate_corpus(Path(tmp), args.words)
+        paths = generate_corpus(Path(tmp), args.words, vocabulary=args.vocabulary)
         title = (f"shuffle demo: word count of {args.words:,} Zipf-distributed words in {len(paths)} files "
                  f"(generated in {time.perf_counter() - started:.1f} s), memory {args.memory} per worker")
         return _count_words(args, [str(p) for p in paths], title)

@@ -56,7 +56,7 @@ def test_user_errors_are_one_line_and_exit_2(args, fragment):
     code, _, err = run_cli(*args)
     assert code == 2, err
     assert fragment in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) <= 3   # argparse adds a usage line before its one-line error
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_inspect_lists_files_and_catches_a_flipped_byte(tmp_path, capsys):

@@ -153,11 +153,12 @@ def test_sigint_during_a_job_stops_workers_and_removes_files(tmp_path):
         family = psutil.Process(proc.pid).children(recursive=True)
         assert family
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr.read()
+            proc.communicate()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in stderr
     gone, alive = psutil.wait_procs(family, timeout=10)
     assert not alive
     assert not any(Path(local).glob("executor-*"))

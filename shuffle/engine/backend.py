@@ -25,6 +25,7 @@ import cloudpickle
 from shuffle.engine.tasks import Task, TaskFailure, TaskResult
 from shuffle.engine.worker import STOP, worker_main
 from shuffle.errors import ShuffleError
+from shuffle.processes import start_process
 
 __all__ = ["ExecutorBackend", "LocalProcessBackend"]
 
@@ -100,7 +101,7 @@ class LocalProcessBackend(ExecutorBackend):
             name=f"shuffle-executor-{executor_id}",
             daemon=True,
         )
-        process.start()
+        start_process(process)
         child_end.close()
         logger.debug("started executor %s (pid %s)", executor_id, process.pid)
         return _Worker(executor_id, process, parent_end)

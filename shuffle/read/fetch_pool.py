@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 from shuffle.errors import ConfigError
 from shuffle.read.block_io import RangeResult, ReadFn, read_ranges
+from shuffle.processes import start_process
 
 __all__ = ["FetchPool", "PoolReply"]
 
@@ -154,7 +155,7 @@ class FetchPool:
             target=_serve, args=(child_end, self._read_fn), name="shuffle-fetch", daemon=True
         )
         try:
-            process.start()
+            start_process(process)
         except BaseException:
             parent_end.close()
             child_end.close()
