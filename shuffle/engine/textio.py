@@ -101,6 +101,8 @@ def plan_text_splits(path_or_glob: Union[PathLike, Sequence[PathLike]], min_part
 
     for path, size in sizes:
         start = 0
+        if size > split_size * SPLIT_SLOP:
+            flush()  # keep file order: packed small files come before this file's ranges
         while size - start > split_size * SPLIT_SLOP:
             splits.append(TextSplit((FileRange(path, start, start + split_size),)))
             start += split_size
