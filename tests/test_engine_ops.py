@@ -118,3 +118,29 @@ def test_union_and_types_round_trip(ctx):
     result = ctx.parallelize(records[:2], 1).union(ctx.parallelize(records[2:], 1)).partition_by(3).collect()
     assert sorted(result, key=repr) == sorted(records, key=repr)
     assert all(type(a[1]) is type(b[1]) for a, b in zip(sorted(result, key=repr), sorted(records, key=repr)))
+
+
+def test_word_count_through_text_files_and_saved_output(ctx, tmp_path):
+    texts = {"a.txt": "to be or\nnot to be\n", "b.txt": "be quick\r\nor be dead"}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    counts = (ctx.text_file(str(tmp_path / "*.txt")).flat_map(str.split)
+              .map(lambda w: (w, 1)).reduce_by_key(operator.add, 3))
+    expected = Counter(" ".join(texts.values()).split())
+    assert dict(counts.collect()) == dict(expected)
+    out = tmp_path / "out"
+    counts.save_as_text_file(str(out))
+    lines = [line for part in sorted(out.glob("part-*")) for line in part.read_text().splitlines()]
+    assert sorted(lines) == sorted(str(kv) for kv in expected.items())
+    assert (out / "_SUCCESS").exists() and len(list(out.glob("part-*"))) == 3
+    from shuffle import OutputExistsError
+    with pytest.raises(OutputExistsError):
+        counts.save_as_text_file(str(out))
+
+
+def test_many_small_files_do_not_become_many_tasks(ctx, tmp_path):
+    for i in range(2000):
+        (tmp_path / f"f{i:04d}.txt").write_text(f"{i}\n")
+    ds = ctx.text_file(str(tmp_path))
+    assert ds.num_partitions <= 10
+    assert sorted(map(int, ds.collect())) == list(range(2000))
