@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from shuffle.errors import ConfigError
 
@@ -58,24 +58,25 @@ def parse_bytes(text: str, default_unit: str = "b") -> int:
     Raises ``ValueError`` for anything Spark's ``byteStringAs`` rejects,
     fractions included.
     """
-    match = _NUMBER_WITH_UNIT.match(text.strip().lower())
-    if match is None or (match.group(2) is not None and match.group(2) not in _SIZE_UNITS):
-        raise ValueError(f"not a size: {text!r}")
-    number = int(match.group(1))
-    if number < 0:
-        raise ValueError(f"negative size: {text!r}")
-    return number * _SIZE_UNITS[match.group(2) or default_unit]
+    number, unit = _number_and_unit(text, _SIZE_UNITS, "size")
+    return number * _SIZE_UNITS[unit or default_unit]
 
 
 def parse_duration(text: str, default_unit: str = "ms") -> float:
     """Seconds in a Spark duration string; a bare number is in ``default_unit``."""
+    number, unit = _number_and_unit(text, _TIME_UNITS, "duration")
+    return number * _TIME_UNITS[unit or default_unit]
+
+
+def _number_and_unit(text: str, units: Dict[str, Any], kind: str) -> Tuple[int, Optional[str]]:
+    """``"32k"`` -> ``(32, "k")``; a bare number has unit None; negatives and unknown units are errors."""
     match = _NUMBER_WITH_UNIT.match(text.strip().lower())
-    if match is None or (match.group(2) is not None and match.group(2) not in _TIME_UNITS):
-        raise ValueError(f"not a duration: {text!r}")
+    if match is None or (match.group(2) is not None and match.group(2) not in units):
+        raise ValueError(f"not a {kind}: {text!r}")
     number = int(match.group(1))
     if number < 0:
-        raise ValueError(f"negative duration: {text!r}")
-    return number * _TIME_UNITS[match.group(2) or default_unit]
+        raise ValueError(f"negative {kind}: {text!r}")
+    return number, match.group(2)
 
 
 def _parse_bool(text: str) -> bool:
