@@ -162,3 +162,41 @@ def test_sigint_during_a_job_stops_workers_and_removes_files(tmp_path):
     gone, alive = psutil.wait_procs(family, timeout=10)
     assert not alive
     assert not any(Path(local).glob("executor-*"))
+
+
+def test_a_failed_job_leaves_nothing_running_into_the_next_one(ctx):
+    import time as _time
+
+    def slow_then_fail(x):
+        if x == 0:
+            raise ValueError("first partition fails")
+        _time.sleep(0.3)
+        return "STALE"
+
+    started = _time.time()
+    with pytest.raises(TaskFailedError):
+        ctx.parallelize(range(12), 12).map(slow_then_fail).collect()
+    assert _time.time() - started < 3.0          # the other tasks were abandoned, not waited for
+    assert ctx.parallelize(["a", "b"], 2).collect() == ["a", "b"]
+
+
+def test_reading_through_fetch_processes_works_from_workers(tmp_path):
+    conf = {**CONF, "spark.shuffle.readHostLocalDisk": "false", "spark.shuffle.io.retryWait": "10ms"}
+    with Context(parallelism=2, conf=conf, local_dir=tmp_path) as context:
+        result = dict(context.parallelize(range(100), 4).map(lambda x: (x % 5, x)).reduce_by_key(operator.add, 3).collect())
+    assert result == expected_sums()
+
+
+def test_a_failing_reduce_task_returns_its_memory_and_spill_files(tmp_path):
+    conf = {**CONF, "spark.executor.memory": "64m", "spark.task.maxFailures": "1",
+            "spark.shuffle.spill.numElementsForceSpillThreshold": "100"}
+
+    def boom(kv):
+        raise RuntimeError("reduce side failure")
+
+    with Context(parallelism=1, conf=conf, local_dir=tmp_path) as context:
+        grouped = context.parallelize([(i % 50, i) for i in range(5000)], 2).group_by_key(1)
+        with pytest.raises(TaskFailedError):
+            grouped.map(boom).collect()
+        assert not list(tmp_path.glob("executor-*/temp_shuffle_*"))
+        assert context.parallelize(range(5), 1).map(lambda x: x).count() == 5

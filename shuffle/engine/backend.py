@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ class ExecutorBackend(ABC):
     @abstractmethod
     def results(self) -> Iterator[TaskResult]:
         """Yield results as tasks finish, until nothing is queued or running."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Drop queued tasks and abandon running ones; their results never come back."""
 
     @abstractmethod
     def stop(self) -> None:
@@ -97,9 +102,11 @@ class LocalProcessBackend(ExecutorBackend):
         parent_end, child_end = self._mp.Pipe()
         process = self._mp.Process(
             target=worker_main,
-            args=(child_end, executor_id, str(directory), self.conf_values, self.num_executors),
+            args=(child_end, executor_id, str(directory), self.conf_values, self.num_executors, os.getpid()),
             name=f"shuffle-executor-{executor_id}",
-            daemon=True,
+            # Not daemonic: a worker's reader may start fetch processes of its own, which
+            # daemonic processes may not. stop() and the context's finalizer reap workers.
+            daemon=False,
         )
         start_process(process)
         child_end.close()
@@ -148,10 +155,17 @@ class LocalProcessBackend(ExecutorBackend):
         task = worker.task
         assert task is not None
         try:
-            result: TaskResult = cloudpickle.loads(worker.conn.recv_bytes())
+            message = worker.conn.recv_bytes()
         except (EOFError, OSError):
             return self._lost(worker)
         worker.task = None
+        try:
+            result: TaskResult = cloudpickle.loads(message)
+        except Exception as e:  # the worker is fine; its answer does not unpickle here
+            failure = TaskFailure(type(e).__name__, f"the task's result could not be unpickled on the driver: {e}",
+                                  "", None, None)
+            result = TaskResult(task.task_id, task.stage_id, task.partition, task.attempt,
+                                worker.executor_id, failure=failure)
         # The worker cannot know the driver's ids if the task did not unpickle; take them from the task.
         result.task_id, result.stage_id, result.partition, result.attempt = (
             task.task_id, task.stage_id, task.partition, task.attempt)
@@ -172,6 +186,17 @@ class LocalProcessBackend(ExecutorBackend):
                               "", None, None, worker_lost=True)
         return TaskResult(task.task_id, task.stage_id, task.partition, task.attempt,
                           worker.executor_id, failure=failure)
+
+    def cancel(self) -> None:
+        self._queue.clear()
+        for index, worker in enumerate(self._workers):
+            if worker.task is not None:
+                # A task cannot be interrupted inside a worker: replace the worker.
+                logger.debug("abandoning %s on executor %s", worker.task.describe(), worker.executor_id)
+                worker.process.kill()
+                worker.process.join(timeout=_JOIN_TIMEOUT_S)
+                worker.conn.close()
+                self._workers[index] = self._spawn(index)
 
     def stop(self) -> None:
         if self._stopped:

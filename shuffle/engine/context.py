@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -28,7 +29,7 @@ from shuffle.engine.job_metrics import JobMetrics
 from shuffle.engine.progress import progress_listener
 from shuffle.engine.scheduler import DAGScheduler
 from shuffle.engine.textio import abort_output_dir, commit_output_dir, plan_text_splits, prepare_output_dir, write_text_part
-from shuffle.errors import ShuffleError
+from shuffle.errors import ConfigError, ShuffleError
 from shuffle.manager import choose_writer
 from shuffle.map_output import MapOutputTracker
 from shuffle.serializer import MsgpackSerializer, Serializer
@@ -58,6 +59,8 @@ class Context:
         if not isinstance(self.parallelism, int) or self.parallelism < 1:
             raise ShuffleError(f"parallelism must be a positive int, got {parallelism!r}")
         self.serializer = serializer or MsgpackSerializer()
+        if backend is None and start_method not in multiprocessing.get_all_start_methods():
+            raise ConfigError("start_method", start_method, "one of " + ", ".join(multiprocessing.get_all_start_methods()))
         self._owns_dir = local_dir is None
         if local_dir is None:
             local_dir = tempfile.mkdtemp(prefix="shuffle-context-", dir=self.conf.get("spark.local.dir"))
@@ -164,8 +167,13 @@ def _shutdown(backend: ExecutorBackend, local_dir: Path, owns_dir: bool, keep_fi
                 for executor_dir in local_dir.glob("executor-*"):
                     shutil.rmtree(executor_dir, ignore_errors=True)
         else:
-            for temp in local_dir.glob("executor-*/temp_*"):
-                temp.unlink(missing_ok=True)
+            # Spill files, and commit temporaries ("<target>.<uuid hex>") of interrupted tasks.
+            for pattern in _TEMP_PATTERNS:
+                for temp in local_dir.glob(f"executor-*/{pattern}"):
+                    temp.unlink(missing_ok=True)
+
+
+_TEMP_PATTERNS = ("temp_*", "shuffle_*_0.data.*", "shuffle_*_0.index.*", "shuffle_*_0.checksum.*.*")
 
 
 def _part_writer(directory: str) -> Callable[[int, Iterator[Any]], Iterator[str]]:

@@ -157,10 +157,13 @@ class DAGScheduler:
             self.backend.submit(task, _pickle_task(task))
 
         self.listener.stage_started(stage_id, description, len(partitions))
+        finished = False
         try:
             for partition in partitions:
                 launch(partition, 0)
             for result in self.backend.results():
+                if result.stage_id != stage_id:
+                    continue  # an abandoned task of an earlier stage answering late
                 metrics.attempts += 1
                 self.listener.task_ended(stage_id, result.ok)
                 if result.ok:
@@ -176,6 +179,7 @@ class DAGScheduler:
                 failure = result.failure
                 assert failure is not None
                 if failure.fetch_failed is not None:
+                    # Keep the tasks already running (their outputs stay valid); launch no more.
                     logger.warning("stage %d: %s", stage_id, failure.message)
                     fetch_failure = fetch_failure or failure
                     continue
@@ -183,10 +187,15 @@ class DAGScheduler:
                 logger.warning("stage %d task %d attempt %d failed: %s: %s", stage_id, result.partition,
                                result.attempt, failure.exc_type, failure.message)
                 if failures[result.partition] >= self.max_task_failures:
-                    fatal = fatal or result
-                elif fatal is None and fetch_failure is None:
+                    fatal = result
+                    break  # the job has failed: the finally below abandons the rest
+                if fetch_failure is None:
                     launch(result.partition, result.attempt + 1)
+            finished = fatal is None
         finally:
+            if not finished:
+                # Nothing of this stage may run on into the next job (error, Ctrl-C, abort).
+                self.backend.cancel()
             metrics.duration_s = time.perf_counter() - started
             self.listener.stage_ended(stage_id)
         if fatal is not None:

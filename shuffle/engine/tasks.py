@@ -91,6 +91,7 @@ class TaskContext:
         self.task = task
         self.inputs = task.inputs
         self.read_metrics = ReadMetrics()
+        self._streams: List[Iterator[Any]] = []
 
     def read_shuffle(self, handle: ShuffleHandle, reduce_partition: int) -> Iterator[Any]:
         """The records of ``reduce_partition`` of ``handle``'s shuffle, combined/sorted as its dependency says."""
@@ -104,10 +105,19 @@ class TaskContext:
         for status in self.task.statuses.get(sid, []):
             tracker.register_map_output(sid, status)
         reader = self.manager.get_reader(handle, reduce_partition, reduce_partition + 1)
+        stream = reader.read()
+        self._streams.append(stream)
         try:
-            yield from reader.read()
+            yield from stream
         finally:
             self.read_metrics.merge(reader.metrics)
+
+    def close(self) -> None:
+        """Close every reader this task opened, so its memory and spill files are freed now,
+        not when a failed task's traceback is finally collected."""
+        for stream in self._streams:
+            stream.close()  # type: ignore[attr-defined]
+        self._streams.clear()
 
 
 def run_task(task: Task, manager: SortShuffleManager) -> TaskResult:
@@ -133,6 +143,8 @@ def run_task(task: Task, manager: SortShuffleManager) -> TaskResult:
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         result.failure = failure_of(e)
+    finally:
+        tc.close()
     result.read_metrics = tc.read_metrics
     result.duration_ns = time.perf_counter_ns() - started
     return result

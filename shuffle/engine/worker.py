@@ -4,8 +4,8 @@ A worker owns a :class:`SortShuffleManager` over its own directory, receives
 cloudpickled tasks on its end of a pipe and answers with cloudpickled
 :class:`TaskResult` objects. It never deletes shuffle files (the driver owns
 their lifetime) and it never outlives the driver: it exits on end-of-file on
-its pipe, and a watchdog thread ends it if its parent process goes away while
-a task is running. Ctrl-C is the driver's to handle, so workers ignore SIGINT.
+its pipe, and a watchdog thread ends it if the driver process goes away while a task
+is running. Ctrl-C is the driver's to handle, so workers ignore SIGINT.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ STOP = b"stop"
 _WATCHDOG_INTERVAL_S = 0.5
 
 
-def worker_main(conn: Connection, executor_id: str, local_dir: str, conf_values: Dict[str, str], num_workers: int) -> None:
+def worker_main(conn: Connection, executor_id: str, local_dir: str, conf_values: Dict[str, str],
+                num_workers: int, driver_pid: int) -> None:
     """Serve tasks from ``conn`` until told to stop or the driver disappears."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _start_watchdog(os.getppid())
+    _start_watchdog(driver_pid)
     conf = ShuffleConf(conf_values)
     pool = ExecutionMemoryPool(shuffle_pool_size(conf, num_workers))
     manager = SortShuffleManager(conf, local_dir=local_dir, executor_id=executor_id, memory_pool=pool)
@@ -73,11 +74,17 @@ def _unreadable(message: bytes, error: Exception, executor_id: str) -> TaskResul
     return result
 
 
-def _start_watchdog(parent_pid: int) -> None:
+def _start_watchdog(driver_pid: int) -> None:
+    # The parent may be multiprocessing's fork server, which outlives the driver
+    # while workers hold it open: watch the driver itself.
     def watch() -> None:
         while True:
             time.sleep(_WATCHDOG_INTERVAL_S)
-            if os.getppid() != parent_pid:
-                os._exit(1)  # orphaned: the driver (or its process server) is gone
+            try:
+                os.kill(driver_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass  # alive, owned by someone else
 
     threading.Thread(target=watch, name="shuffle-worker-watchdog", daemon=True).start()
