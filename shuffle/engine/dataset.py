@@ -175,9 +175,10 @@ class Dataset:
 
     def join(self, other: "Dataset", num_partitions: Optional[int] = None) -> "Dataset":
         """Inner join by key: ``(k, (v, w))`` for every pair of values sharing a key (via cogroup)."""
-        n = num_partitions if num_partitions is not None else max(self.num_partitions, other.num_partitions)
+        # As PySpark: a group_by_key of the tagged union, so by default its partition
+        # count is spark.default.parallelism, else the sum of both inputs' partitions.
         tagged = self.map_values(_tag(0)).union(other.map_values(_tag(1)))
-        return tagged.group_by_key(self._default_partitions(n)).flat_map_values(_pairs_of_cogroup)
+        return tagged.group_by_key(num_partitions).flat_map_values(_pairs_of_cogroup)
 
     def distinct(self, num_partitions: Optional[int] = None) -> "Dataset":
         return (self.map(lambda x: (x, None))
