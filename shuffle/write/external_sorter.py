@@ -15,11 +15,9 @@ cost one Python call per chunk, not per record.
 else by ``portable_hash(key)`` when aggregating (so equal keys meet in the
 merge), else insertion order. Partition ids and hashes are sorted with NumPy.
 
-*Spill file* (reference §2.5): the records of a run in that order, without
-partition ids, written in batches of ``spark.shuffle.spill.batchSize``
-records, each batch an independent ``spill_format`` block. Kept in memory: the
-batch byte sizes and the record count of each non-empty partition. A run with
-no records writes no file. Reading streams one batch at a time.
+*Spill*: a run is written, in that order, as one spill file in batches of
+``spark.shuffle.spill.batchSize`` records; :mod:`shuffle.write.spill_file`
+documents the format and owns its writer and reader.
 
 *Merge*, partition by partition, of every spill with the in-memory run:
 aggregator -> fold records whose order key is equal, combining only truly
@@ -36,12 +34,10 @@ from __future__ import annotations
 import heapq
 import logging
 import re
-from collections import deque
-from dataclasses import dataclass
 from itertools import accumulate, chain, groupby, islice, tee
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -51,6 +47,7 @@ from shuffle.conf import ShuffleConf
 from shuffle.errors import ConfigError, SerializationError, ShuffleError
 from shuffle.kernels import load
 from shuffle.memory import MemoryConsumer, SizeTracker, SpillPolicy, TaskMemoryManager
+from shuffle.write.spill_file import SpillFile, SpillReader, write_spill
 
 __all__ = ["ExternalSorter", "MAX_MERGE_FAN_IN_KEY", "DEFAULT_MAX_MERGE_FAN_IN"]
 
@@ -80,63 +77,6 @@ _key_of = itemgetter(0)
 _record_of = itemgetter(1)
 
 
-@dataclass
-class _SpillFile:
-    """One spill file and what is kept of it in memory."""
-
-    path: Path
-    batch_sizes: List[int]
-    parts: List[int]  # non-empty partitions, increasing
-    counts: List[int]  # records of each
-
-    @property
-    def nbytes(self) -> int:
-        return sum(self.batch_sizes)
-
-
-class _SpillReader:
-    """Streams a spill file batch by batch; hands out its partitions in increasing order.
-
-    A partition's iterator must be used before the next partition is asked
-    for; whatever it did not yield is skipped then.
-    """
-
-    def __init__(self, spill: _SpillFile, spill_format: BlockFormat) -> None:
-        self.spill = spill
-        self._format = spill_format
-        self._batches = self._read_batches()
-        self._records = chain.from_iterable(self._batches)
-        self._next = 0
-        self._current: Optional[Iterator[Record]] = None
-
-    def _read_batches(self) -> Iterator[Iterator[Record]]:
-        # Opened at the first record asked for; closed when the generator ends or is closed.
-        with open(self.spill.path, "rb") as f:
-            for size in self.spill.batch_sizes:
-                data = f.read(size)
-                if len(data) != size:
-                    raise ShuffleError(f"spill file {self.spill.path} ends inside a batch: {len(data)} of {size} bytes")
-                yield self._format.decode(data)
-
-    def partition(self, pid: int) -> Optional[Iterator[Record]]:
-        """The records of partition ``pid`` (None when it has none); ``pid`` never decreases."""
-        if self._current is not None:
-            deque(self._current, maxlen=0)
-            self._current = None
-        parts, counts = self.spill.parts, self.spill.counts
-        while self._next < len(parts) and parts[self._next] < pid:
-            deque(islice(self._records, counts[self._next]), maxlen=0)
-            self._next += 1
-        if self._next == len(parts) or parts[self._next] != pid:
-            return None
-        self._current = islice(self._records, counts[self._next])
-        self._next += 1
-        return self._current
-
-    def close(self) -> None:
-        self._batches.close()  # type: ignore[attr-defined]
-
-
 class _MemoryRun:
     """A sorted in-memory run, handed out by partition in chunks.
 
@@ -155,7 +95,7 @@ class _MemoryRun:
         self.base = base
         self.pos = 0  # first record not handed out yet
         self.cursor = 0  # index in parts of the partition being handed out
-        self.reader: Optional[_SpillReader] = None
+        self.reader: Optional[SpillReader] = None
 
     def __len__(self) -> int:
         return self.ends[-1] if self.ends else 0
@@ -194,7 +134,7 @@ class _MemoryRun:
             if start < self.ends[i]:
                 yield self.parts[i], _list_range(records, start, self.ends[i])
 
-    def switch_to(self, reader: Optional[_SpillReader]) -> None:
+    def switch_to(self, reader: Optional[SpillReader]) -> None:
         """The rest now lives in a spill file (None: there was no rest)."""
         self.records = None
         self.original = None
@@ -285,9 +225,9 @@ class ExternalSorter(MemoryConsumer):
         self._inserted = 0
         self._run_base = 0  # input position of the first record in memory
         self._since_spill = 0
-        self._spills: List[_SpillFile] = []
+        self._spills: List[SpillFile] = []
         self._files: List[Path] = []
-        self._readers: List[_SpillReader] = []
+        self._readers: List[SpillReader] = []
         self._run: Optional[_MemoryRun] = None
         self._reading = False
         self._stopped = False
@@ -461,60 +401,18 @@ class ExternalSorter(MemoryConsumer):
         logger.debug("sorter spilled the unread rest of its output for %r", trigger)
         return freed
 
-    def _write_spill(self, partitions: Iterable[Tuple[int, Iterable[Record]]]) -> Optional[_SpillFile]:
-        """Write records, by partition in increasing order, as batches of one spill file.
-
-        Returns None (and writes no file) when there are no records.
-        """
-        fmt, batch_size = self.spill_format, self.batch_size
-        encoder = fmt.serializer.new_encoder()
-        in_batch = 0
-        path: Optional[Path] = None
-        file: Optional[BinaryIO] = None
-        batch_sizes: List[int] = []
-        parts: List[int] = []
-        counts: List[int] = []
-
-        def flush() -> None:
-            nonlocal path, file, in_batch
-            block = fmt.compress(encoder.take())
-            if file is None:
-                path = self.new_spill_path()
-                self._files.append(path)
-                file = open(path, "wb")
-            file.write(block)
-            batch_sizes.append(len(block))
-            in_batch = 0
-
-        try:
-            for pid, records in partitions:
-                it = iter(records)
-                in_partition = 0
-                while True:
-                    chunk = list(islice(it, batch_size - in_batch))
-                    if not chunk:
-                        break
-                    try:
-                        encoder.add_all(chunk)
-                    except SerializationError as e:
-                        raise self.locate(e, chunk) from e.__cause__
-                    in_batch += len(chunk)
-                    in_partition += len(chunk)
-                    if in_batch >= batch_size:
-                        flush()
-                if in_partition:
-                    parts.append(pid)
-                    counts.append(in_partition)
-            if in_batch:
-                flush()
-        finally:
-            if file is not None:
-                file.close()
-        if path is None:
-            return None
-        spill = _SpillFile(path, batch_sizes, parts, counts)
-        self.disk_bytes_spilled += spill.nbytes
+    def _write_spill(self, partitions: Iterable[Tuple[int, Iterable[Record]]]) -> Optional[SpillFile]:
+        """Write records, by partition in increasing order, as one spill file (None: no records)."""
+        spill = write_spill(partitions, self.spill_format, self.batch_size, self._new_spill_file, self.locate)
+        if spill is not None:
+            self.disk_bytes_spilled += spill.nbytes
         return spill
+
+    def _new_spill_file(self) -> Path:
+        # Recorded before the file is opened, so stop() deletes it even if the write fails.
+        path = self.new_spill_path()
+        self._files.append(path)
+        return path
 
     # ------------------------------------------------------------------ merge
 
@@ -575,7 +473,7 @@ class ExternalSorter(MemoryConsumer):
         limit = max(limit, 1)
         while len(self._spills) > limit:
             excess = len(self._spills) - limit
-            merged: List[_SpillFile] = []
+            merged: List[SpillFile] = []
             i = 0
             while i < len(self._spills):
                 take = min(self.max_fan_in, excess + 1) if excess > 0 else 1
@@ -591,7 +489,7 @@ class ExternalSorter(MemoryConsumer):
             self._spills = merged
             logger.debug("sorter merged spills down to %d files", len(self._spills))
 
-    def _merge_group(self, group: List[_SpillFile]) -> Optional[_SpillFile]:
+    def _merge_group(self, group: List[SpillFile]) -> Optional[SpillFile]:
         readers = [self._open_reader(spill) for spill in group]
         parts = sorted(set().union(*(spill.parts for spill in group)))
 
@@ -610,8 +508,8 @@ class ExternalSorter(MemoryConsumer):
                 _unlink(spill.path)
                 self._files.remove(spill.path)
 
-    def _open_reader(self, spill: _SpillFile) -> _SpillReader:
-        reader = _SpillReader(spill, self.spill_format)
+    def _open_reader(self, spill: SpillFile) -> SpillReader:
+        reader = SpillReader(spill, self.spill_format)
         self._readers.append(reader)
         return reader
 
