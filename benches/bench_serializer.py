@@ -13,7 +13,8 @@ import random
 
 import pytest
 
-from shuffle.serializer import MsgpackSerializer, PickleSerializer
+from shuffle.msgpack_serializer import MsgpackSerializer
+from shuffle.pickle_serializer import PickleSerializer
 
 N_RECORDS = 200_000
 SEED = 20240601

@@ -28,8 +28,10 @@ from shuffle.errors import (  # noqa: E402
 )
 from shuffle.manager import SortShuffleManager  # noqa: E402
 from shuffle.map_output import BlockManagerId, MapOutputTracker, MapStatus  # noqa: E402
+from shuffle.msgpack_serializer import MsgpackSerializer  # noqa: E402
 from shuffle.partitioner import HashPartitioner, Partitioner, RangePartitioner  # noqa: E402
-from shuffle.serializer import MsgpackSerializer, PickleSerializer, Serializer  # noqa: E402
+from shuffle.pickle_serializer import PickleSerializer  # noqa: E402
+from shuffle.serializer import Serializer  # noqa: E402
 
 
 

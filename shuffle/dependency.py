@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional
 
 from shuffle.aggregator import Aggregator
 from shuffle.errors import ShuffleError
+from shuffle.msgpack_serializer import MsgpackSerializer
 from shuffle.partitioner import Partitioner
-from shuffle.serializer import MsgpackSerializer, Serializer
+from shuffle.serializer import Serializer
 
 __all__ = ["ShuffleDependency", "ShuffleHandle", "WRITER_KINDS"]
 

@@ -9,8 +9,9 @@ from shuffle.checksum import checksum_of
 from shuffle.dependency import ShuffleDependency
 from shuffle.errors import SerializationError
 from shuffle.manager import SortShuffleManager
+from shuffle.msgpack_serializer import MsgpackSerializer
 from shuffle.partitioner import HashPartitioner
-from shuffle.serializer import MsgpackSerializer, PickleSerializer
+from shuffle.pickle_serializer import PickleSerializer
 
 BASE = {"spark.shuffle.sync": "false", "spark.executor.memory": "256m"}
 

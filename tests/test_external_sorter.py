@@ -13,8 +13,9 @@ from shuffle.conf import ShuffleConf
 from shuffle.errors import ConfigError, SerializationError, ShuffleError
 from shuffle.kernels import load
 from shuffle.memory import ExecutionMemoryPool, MemoryConsumer, TaskMemoryManager
+from shuffle.msgpack_serializer import MsgpackSerializer
 from shuffle.partitioner import HashPartitioner
-from shuffle.serializer import MsgpackSerializer, PickleSerializer
+from shuffle.pickle_serializer import PickleSerializer
 from shuffle.write.external_sorter import ExternalSorter
 
 portable_hash = load("hashing").portable_hash

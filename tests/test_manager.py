@@ -6,8 +6,9 @@ import pytest
 from shuffle import Aggregator, ConfigError, ShuffleConf, ShuffleError
 from shuffle.dependency import ShuffleDependency
 from shuffle.manager import MAX_SERIALIZED_PARTITIONS, SortShuffleManager, choose_writer
+from shuffle.msgpack_serializer import MsgpackSerializer
 from shuffle.partitioner import HashPartitioner
-from shuffle.serializer import MsgpackSerializer, PickleSerializer
+from shuffle.pickle_serializer import PickleSerializer
 
 SUM = Aggregator.from_reduce(lambda a, b: a + b)
 

@@ -17,8 +17,8 @@ from shuffle.errors import RecordTooLargeError, SerializationError
 from shuffle.manager import SortShuffleManager
 from shuffle.memory import ExecutionMemoryPool, MemoryConsumer, TaskMemoryManager
 from shuffle.metrics import WriteMetrics
+from shuffle.msgpack_serializer import MsgpackSerializer
 from shuffle.partitioner import HashPartitioner
-from shuffle.serializer import MsgpackSerializer
 from shuffle.write import serialized_sorter
 from shuffle.write.serialized import SerializedShuffleWriter
 from shuffle.write.serialized_sorter import ShuffleExternalSorter, page_size_for

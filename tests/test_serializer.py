@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shuffle.errors import ConfigError, SerializationError
+from shuffle.msgpack_serializer import MsgpackSerializer
+from shuffle.pickle_serializer import PickleSerializer
 from shuffle.serializer import (
     Encoder,
-    MsgpackSerializer,
-    PickleSerializer,
     Serializer,
     serializer_from_name,
 )

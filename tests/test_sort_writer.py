@@ -8,8 +8,9 @@ from shuffle.checksum import checksum_of
 from shuffle.dependency import ShuffleDependency
 from shuffle.errors import SerializationError
 from shuffle.manager import SortShuffleManager
+from shuffle.msgpack_serializer import MsgpackSerializer
 from shuffle.partitioner import HashPartitioner
-from shuffle.serializer import MsgpackSerializer, PickleSerializer
+from shuffle.pickle_serializer import PickleSerializer
 from shuffle.write.output import MapOutputWriter
 from shuffle.write.sort import SortShuffleWriter
 

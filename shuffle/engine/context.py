@@ -32,7 +32,8 @@ from shuffle.engine.textio import abort_output_dir, commit_output_dir, plan_text
 from shuffle.errors import ConfigError, ShuffleError
 from shuffle.manager import choose_writer
 from shuffle.map_output import MapOutputTracker
-from shuffle.serializer import MsgpackSerializer, Serializer
+from shuffle.msgpack_serializer import MsgpackSerializer
+from shuffle.serializer import Serializer
 
 __all__ = ["Context"]
 
