@@ -91,9 +91,6 @@ class LocalProcessBackend(ExecutorBackend):
         for index in range(self.num_executors):
             self._workers.append(self._spawn(index))
 
-    def executor_dirs(self) -> List[Path]:
-        return sorted(p for p in self.local_dir.glob("executor-*") if p.is_dir())
-
     def _spawn(self, index: int) -> _Worker:
         self._generation += 1
         executor_id = f"{index}.{self._generation}"
@@ -215,10 +212,3 @@ class LocalProcessBackend(ExecutorBackend):
                 worker.process.join(timeout=_JOIN_TIMEOUT_S)
             worker.conn.close()
         self._workers.clear()
-
-
-def worker_pids(backend: ExecutorBackend) -> List[int]:
-    """Process ids of a local backend's workers (for tests and diagnostics)."""
-    if isinstance(backend, LocalProcessBackend):
-        return [w.process.pid for w in backend._workers if w.process.pid is not None]
-    return []

@@ -72,7 +72,6 @@ class Context:
         self.last_job_metrics: Optional[JobMetrics] = None
         self._dataset_ids = itertools.count()
         self._shuffle_ids = itertools.count()
-        self._handles: List[ShuffleHandle] = []
         self.backend = backend or LocalProcessBackend(self.parallelism, self.local_dir, self.conf.to_dict(), start_method)
         self.scheduler = DAGScheduler(self.backend, self.tracker, self.conf, progress_listener(progress))
         self._finalizer = weakref.finalize(self, _shutdown, self.backend, self.local_dir, self._owns_dir, self.keep_files)
@@ -133,7 +132,6 @@ class Context:
         kind, reason = choose_writer(dependency, self.conf)
         handle = ShuffleHandle(dependency.shuffle_id, dependency, kind, reason)
         self.tracker.register_shuffle(dependency.shuffle_id, dependency.num_maps)
-        self._handles.append(handle)
         return handle
 
     # ------------------------------------------------------------ lifecycle
