@@ -496,6 +496,35 @@ cdef class RecordBuffer:
             yield int(c_partition(s[i])), chunk
             i = j
 
+    # ------------------------------------------------ observation (for study)
+    # Read-only copies for ``shuffle explain`` and tests; never used by the writer.
+
+    def pointers(self):
+        """A copy of the packed pointers in insertion order (uint64, one per record)."""
+        self._check_idle()
+        out = np.empty(self._num_records, dtype=np.uint64)
+        cdef uint64_t[::1] ov = out
+        if self._num_records:
+            memcpy(&ov[0], self._ptrs, self._num_records * sizeof(uint64_t))
+        return out
+
+    def page(self, page_number) -> bytes:
+        """A copy of page ``page_number`` up to the end of its last record (prefixes included)."""
+        self._check_idle()
+        if self._num_pages == 0:
+            raise ValueError("the record buffer holds no pages")
+        cdef Py_ssize_t k = _int_in(page_number, "page_number", 0, self._num_pages - 1)
+        cdef int64_t end = 0, stop
+        cdef uint64_t offset
+        cdef Py_ssize_t i
+        for i in range(self._num_records):
+            if c_page(self._ptrs[i]) == <uint64_t>k:
+                offset = c_offset(self._ptrs[i])
+                stop = <int64_t>offset + C_PREFIX + _read_prefix(self._pages[k].data + offset)
+                if stop > end:
+                    end = stop
+        return PyBytes_FromStringAndSize(<char*>self._pages[k].data, end)
+
     def reset(self) -> None:
         """Frees every page and shrinks the pointer array back to its initial capacity."""
         self._check_idle()

@@ -261,6 +261,25 @@ class RecordBuffer:
             yield partition, b"".join([self._record(p) for p in ordered[i:j]])
             i = j
 
+    # ------------------------------------------------ observation (for study)
+    # Read-only copies for ``shuffle explain`` and tests; never used by the writer.
+
+    def pointers(self) -> np.ndarray:
+        """A copy of the packed pointers in insertion order (uint64, one per record)."""
+        return self._ptrs[: self._num_records].copy()
+
+    def page(self, page_number: int) -> bytes:
+        """A copy of page ``page_number`` up to the end of its last record (prefixes included)."""
+        if not self._pages:
+            raise ValueError("the record buffer holds no pages")
+        k = _int_in(page_number, "page_number", 0, len(self._pages) - 1)
+        page, end = self._pages[k], 0
+        for ptr in self._ptrs[: self._num_records].tolist():
+            _, page_no, offset = unpack(ptr)
+            if page_no == k:
+                end = max(end, offset + LENGTH_PREFIX_BYTES + _PREFIX.unpack_from(page, offset)[0])
+        return bytes(page[:end])
+
     def reset(self) -> None:
         """Frees every page and shrinks the pointer array back to its initial capacity."""
         self._clear()

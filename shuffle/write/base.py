@@ -27,6 +27,7 @@ from shuffle.map_output import BlockManagerId, MapOutputTracker, MapStatus
 from shuffle.memory import TaskMemoryManager
 from shuffle.metrics import WriteMetrics
 from shuffle.resolver import IndexShuffleBlockResolver
+from shuffle.write.observer import WriteObserver
 from shuffle.write.output import MapOutputWriter
 
 __all__ = ["ShuffleWriter", "WriterContext", "Record"]
@@ -46,6 +47,7 @@ class WriterContext:
     memory: TaskMemoryManager
     tracker: Optional[MapOutputTracker] = None
     spill_files: List[Path] = field(default_factory=list)
+    observer: Optional[WriteObserver] = None  # for study (shuffle explain); see shuffle.write.observer
 
     def new_spill_path(self) -> Path:
         """A fresh private file in the local dir, deleted when the task ends."""

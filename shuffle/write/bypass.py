@@ -70,8 +70,11 @@ class BypassMergeSortShuffleWriter(ShuffleWriter):
             if encoder is not None and encoder.count:
                 self._flush(pid, output)
         self._close_files()
+        observer = self.context.observer
         for pid, path in enumerate(self._paths):
             if path is not None:
+                if observer is not None:
+                    observer.partition_file(pid, path, self._sizes[pid])
                 output.copy_range(pid, path, 0, self._sizes[pid])
                 path.unlink()
 

@@ -47,6 +47,7 @@ from shuffle.conf import ShuffleConf
 from shuffle.errors import ConfigError, SerializationError, ShuffleError
 from shuffle.kernels import load
 from shuffle.memory import MemoryConsumer, SizeTracker, SpillPolicy, TaskMemoryManager
+from shuffle.write.observer import WriteObserver
 from shuffle.write.spill_file import SpillFile, SpillReader, write_spill
 
 __all__ = ["ExternalSorter", "MAX_MERGE_FAN_IN_KEY", "DEFAULT_MAX_MERGE_FAN_IN"]
@@ -191,8 +192,10 @@ class ExternalSorter(MemoryConsumer):
         key_ordering: bool = False,
         ascending: bool = True,
         sort_key: Optional[Callable[[Any], Any]] = None,
+        observer: Optional[WriteObserver] = None,
     ) -> None:
         super().__init__(memory)
+        self.observer = observer  # for study (shuffle explain); see shuffle.write.observer
         if num_partitions < 1:
             raise ShuffleError(f"num_partitions must be positive, got {num_partitions}")
         self.conf = conf
@@ -406,6 +409,8 @@ class ExternalSorter(MemoryConsumer):
         spill = write_spill(partitions, self.spill_format, self.batch_size, self._new_spill_file, self.locate)
         if spill is not None:
             self.disk_bytes_spilled += spill.nbytes
+            if self.observer is not None:
+                self.observer.spill_written(spill.path, spill)
         return spill
 
     def _new_spill_file(self) -> Path:

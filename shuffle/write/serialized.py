@@ -67,6 +67,7 @@ class SerializedShuffleWriter(ShuffleWriter):
         sorter = self._sorter = ShuffleExternalSorter(
             self.context.memory, self.conf, self.num_partitions, self.block_format,
             self.context.new_spill_path, output.checksums, self.metrics, self.page_size, self.max_pages,
+            observer=self.context.observer,
         )
         dumps_records = self.dependency.serializer.dumps_records
         partition_ids = self.dependency.partitioner.partition_ids

@@ -35,6 +35,7 @@ from shuffle.errors import OutOfDiskError, RecordTooLargeError
 from shuffle.kernels import load
 from shuffle.memory import MemoryConsumer, TaskMemoryManager
 from shuffle.metrics import WriteMetrics
+from shuffle.write.observer import WriteObserver
 from shuffle.write.output import MapOutputWriter
 
 __all__ = ["ShuffleExternalSorter", "SpillInfo", "page_size_for"]
@@ -102,8 +103,10 @@ class ShuffleExternalSorter(MemoryConsumer):
         metrics: WriteMetrics,
         page_size: int,
         max_pages: Optional[int] = None,
+        observer: Optional[WriteObserver] = None,
     ) -> None:
         super().__init__(memory)
+        self.observer = observer
         self.num_partitions = num_partitions
         self.block_format = block_format
         self.new_spill_path = new_spill_path
@@ -261,6 +264,8 @@ class ShuffleExternalSorter(MemoryConsumer):
             return None  # no records, no file
         info = SpillInfo(self.new_spill_path())
         compress, checksums = self.block_format.compress, self.checksums
+        if self.observer is not None:
+            self.observer.sorting(self._buffer)
         try:
             with open(info.path, "wb", buffering=self._write_buffer) as out:
                 for pid, raw in self._buffer.sorted_partitions(self.num_partitions):
@@ -275,6 +280,8 @@ class ShuffleExternalSorter(MemoryConsumer):
                 directory = str(info.path.parent)
                 raise OutOfDiskError(directory, None, shutil.disk_usage(directory).free) from e
             raise
+        if self.observer is not None:
+            self.observer.spill_written(info.path, info)
         return info
 
     def _reset(self) -> None:
@@ -289,6 +296,8 @@ class ShuffleExternalSorter(MemoryConsumer):
         assert not self.spills, "write_partitions is for a sorter that never spilled"
         compress = self.block_format.compress
         if self._buffer.num_records:
+            if self.observer is not None:
+                self.observer.sorting(self._buffer)
             for pid, raw in self._buffer.sorted_partitions(self.num_partitions):
                 output.write(pid, compress(raw))
         self._reset()

@@ -56,6 +56,7 @@ class SortShuffleWriter(ShuffleWriter):
             key_ordering=dep.key_ordering and combine,
             ascending=dep.ascending,
             sort_key=dep.sort_key,
+            observer=self.context.observer,
         )
         try:
             sorter.insert_all(records)
