@@ -2,8 +2,9 @@
 
 Run (results carry pytest-benchmark's machine header: CPU, Python, versions)::
 
-    .venv/bin/python -m pytest benches/bench_serializer.py --benchmark-enable \
-        --benchmark-json=benches/results/serializer.json
+    .venv/bin/python -m pytest benches/bench_serializer.py --benchmark-enable
+
+(benches/README.md says how to save and compare results.)
 
 Without ``--benchmark-enable`` (the repo's default) each case runs once, as a
 smoke test. DESIGN.md §8 explains why per-record Python work is what counts.
@@ -37,6 +38,7 @@ def test_encode(benchmark, serializer, records):
         enc.add_all(records)
         return enc.take()
 
+    benchmark.group = "serializer encode: 200k (int, int) records"
     data = benchmark(encode)
     benchmark.extra_info["bytes"] = len(data)
     benchmark.extra_info["records"] = N_RECORDS
@@ -53,6 +55,7 @@ def test_decode(benchmark, serializer, records):
             n += 1
         return n
 
+    benchmark.group = "serializer decode: 200k (int, int) records"
     assert benchmark(decode) == N_RECORDS
     benchmark.extra_info["bytes"] = len(data)
     benchmark.extra_info["records"] = N_RECORDS
