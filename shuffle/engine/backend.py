@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ __all__ = ["ExecutorBackend", "LocalProcessBackend"]
 logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT_S = 2.0
+
+# What a worker killed mid-task can leave in its directory (names as the writers, the
+# reader and the resolver make them): spill files, commit temporaries ("<target>.<uuid
+# hex>"), and a data or checksum file renamed into place before the index, which is the
+# commit marker, so without it they are no output at all.
+_SPILL_PREFIX = "temp_"
+_COMMIT_TEMP = re.compile(r"^shuffle_\d+_\d+_0\.(data|index|checksum\.[A-Za-z0-9]+)\.[0-9a-f]{32}$")
+_UNMARKED = re.compile(r"^(shuffle_\d+_\d+_0)\.(data|checksum\.[A-Za-z0-9]+)$")
 
 
 class ExecutorBackend(ABC):
@@ -177,6 +186,8 @@ class LocalProcessBackend(ExecutorBackend):
         logger.warning("executor %s died (exit code %s) running %s; replacing it",
                        worker.executor_id, code, task.describe())
         worker.conn.close()
+        if code is not None:
+            self._sweep(worker)
         index = self._workers.index(worker)
         self._workers[index] = self._spawn(index)
         failure = TaskFailure("WorkerLostError", f"executor {worker.executor_id} exited with code {code}",
@@ -193,7 +204,27 @@ class LocalProcessBackend(ExecutorBackend):
                 worker.process.kill()
                 worker.process.join(timeout=_JOIN_TIMEOUT_S)
                 worker.conn.close()
+                if worker.process.exitcode is not None:
+                    self._sweep(worker)
                 self._workers[index] = self._spawn(index)
+
+    def _sweep(self, worker: _Worker) -> None:
+        """Delete what a dead worker's unfinished task left in its directory; committed outputs stay.
+
+        Only called once the process has exited, so nothing in that directory is
+        being written any more (each executor writes only its own directory).
+        """
+        directory = self.local_dir / f"executor-{worker.executor_id}"
+        try:
+            entries = list(directory.iterdir())
+        except FileNotFoundError:
+            return
+        for path in entries:
+            unmarked = _UNMARKED.match(path.name)
+            if (path.name.startswith(_SPILL_PREFIX) or _COMMIT_TEMP.match(path.name)
+                    or (unmarked and not (directory / f"{unmarked.group(1)}.index").exists())):
+                logger.debug("removing %s, left by dead executor %s", path.name, worker.executor_id)
+                path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self._stopped:
