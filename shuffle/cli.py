@@ -1,4 +1,4 @@
-"""The ``shuffle`` command: ``demo``, ``wordcount``, ``inspect`` and ``--version``.
+"""The ``shuffle`` command: ``demo``, ``wordcount``, ``explain``, ``inspect`` and ``--version``.
 
 A user error (a missing file, a bad option, a bad configuration value) is one
 line on stderr and exit code 2; a failed job is one line and exit code 1.
@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, NoReturn, Optional, Sequence
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from shuffle import __version__
 from shuffle.checksum import checksum_of
@@ -81,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_job_options(wordcount, default_memory=None)
     wordcount.set_defaults(run=_run_wordcount)
 
+    explain = commands.add_parser("explain", help="trace a tiny job's bytes through the real writers and readers")
+    explain.add_argument("--mode", choices=["bypass", "serialized", "sort"], default="sort",
+                         help="the writer to trace (default sort)")
+    explain.add_argument("--records", type=_bounded_int(1, 1000), default=12, help="input records (default 12)")
+    explain.add_argument("--partitions", type=_bounded_int(1, 64), default=3, help="reduce partitions (default 3)")
+    explain.add_argument("--maps", type=_bounded_int(1, 8), default=2, help="map tasks (default 2)")
+    explain.add_argument("--seed", type=_bounded_int(0, 2**31 - 1), default=0, help="input seed (default 0)")
+    explain.add_argument("--codec", choices=["none", "lz4", "zstd", "zlib"], default="none",
+                         help="block compression (default none, so the bytes stay readable)")
+    explain.add_argument("--spill-after", type=_bounded_int(1, 2**31 - 1), default=None, metavar="N",
+                         help="force a spill every N records (default: half a map's records)")
+    explain.add_argument("--html", metavar="FILE", help="also write the explanation as one HTML page")
+    explain.set_defaults(run=_run_explain)
+
     inspect = commands.add_parser("inspect", help="list shuffle files under a directory and verify their checksums")
     inspect.add_argument("directory")
     inspect.set_defaults(run=_run_inspect)
@@ -106,6 +120,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value
+
+
+def _bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}: {text}")
+        return value
+    return parse
 
 
 def _job_conf(args: argparse.Namespace) -> Dict[str, str]:
@@ -161,6 +187,22 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_wordcount(args: argparse.Namespace) -> int:
     return _count_words(args, list(args.files), f"shuffle wordcount: {', '.join(args.files)}")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from shuffle.explain.html import render_html
+    from shuffle.explain.text import render_text
+    from shuffle.explain.trace import run_trace
+
+    html_path = Path(args.html) if args.html else None
+    if html_path is not None and not html_path.parent.is_dir():
+        raise ConfigError("--html", args.html, "a file in an existing directory")
+    trace = run_trace(args.mode, args.records, args.partitions, args.maps, args.seed, args.codec, args.spill_after)
+    print(render_text(trace), end="")
+    if html_path is not None:
+        html_path.write_text(render_html(trace), encoding="utf-8")
+        print(f"wrote {html_path}")
+    return 0
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
