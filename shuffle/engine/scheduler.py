@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import socket
 import time
 from collections import Counter
@@ -214,6 +215,7 @@ class DAGScheduler:
         assert info is not None
         shuffle_id, map_id = info["shuffle_id"], info["map_id"]
         if map_id is not None:
+            self._remove_output_files(shuffle_id, map_id)
             self.tracker.unregister_map_output(shuffle_id, map_id)
         for status in self.tracker.get_statuses(shuffle_id):
             if status is None or status.location.host != self._local_host:
@@ -222,6 +224,26 @@ class DAGScheduler:
             if resolver.check_index_and_data(shuffle_id, status.map_id, status.num_partitions) is None:
                 logger.info("map output %d of shuffle %d is gone too; it will be recomputed", status.map_id, shuffle_id)
                 self.tracker.unregister_map_output(shuffle_id, status.map_id)
+
+
+    def _remove_output_files(self, shuffle_id: int, map_id: int) -> None:
+        """Delete the files of a map output that failed a fetch, so its rerun commits afresh.
+
+        Map outputs are named by map id, not by attempt, and the first valid commit of
+        a name wins: a corrupt output whose index still checks out would otherwise be
+        kept by a rerun on the same executor, and fail every read again. No task is
+        running when this is called (the failed stage has drained).
+        """
+        statuses = self.tracker.get_statuses(shuffle_id)
+        status = statuses[map_id] if 0 <= map_id < len(statuses) else None
+        if status is None or status.location.host != self._local_host:
+            return
+        try:
+            if os.path.isdir(status.location.local_dir):
+                IndexShuffleBlockResolver(status.location.local_dir, checksum_algorithm=None,
+                                          sync=False).remove_data_by_map(shuffle_id, map_id)
+        except OSError as e:
+            logger.warning("could not remove the files of shuffle %d map %d: %s", shuffle_id, map_id, e)
 
 
 def _pickle_task(task: Task) -> bytes:

@@ -112,7 +112,8 @@ def read_range(local_dir: str, shuffle_id: int, map_id: int, start: int, end: in
     """Offsets ``off[start..end]`` from the index and data bytes ``[off[start], off[end])``.
 
     ``FileNotFoundError`` names a missing index or data file; a short or
-    malformed index and a data file shorter than its index raise ``OSError``
+    malformed index, and a data file whose size is not the index's last
+    offset (truncated or extended since its commit), raise ``OSError``
     (``EIO``) saying which file and what was wrong.
     """
     if not 0 <= start < end:
@@ -120,18 +121,35 @@ def read_range(local_dir: str, shuffle_id: int, map_id: int, start: int, end: in
     resolver = _resolver(local_dir)
     index = resolver.index_file(shuffle_id, map_id)
     count = end - start + 1
-    buf = _pread_fully(index, count * _LONG, start * _LONG)
-    if len(buf) != count * _LONG:
+    fd = os.open(index, os.O_RDONLY)
+    try:
+        index_size = os.fstat(fd).st_size
+        buf = os.pread(fd, count * _LONG, start * _LONG)
+        # The index's last offset is the data file's size: checked for every range, so a
+        # data file truncated or extended after its commit fails every read of the map,
+        # not only those of the blocks it cut off (their checksums may still match).
+        last = os.pread(fd, _LONG, index_size - _LONG) if index_size >= _LONG and not index_size % _LONG else b""
+    finally:
+        os.close(fd)
+    if len(buf) != count * _LONG or not last:
         raise OSError(
             errno.EIO,
-            f"index file is too short for reduce range [{start}, {end}) "
-            f"(wanted {count * _LONG} bytes at {start * _LONG}, got {len(buf)})",
+            f"index file is too short for reduce range [{start}, {end}) or not a whole number of offsets "
+            f"(wanted {count * _LONG} bytes at {start * _LONG}, got {len(buf)}; it has {index_size} bytes)",
             str(index),
         )
     offsets = struct.unpack(f">{count}q", buf)
     if offsets[0] < 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
         raise OSError(errno.EIO, f"index file has bad offsets {list(offsets)} for [{start}, {end})", str(index))
     data_path = resolver.data_file(shuffle_id, map_id)
+    (data_size_in_index,) = struct.unpack(">q", last)
+    data_size = os.stat(data_path).st_size
+    if data_size != data_size_in_index:
+        raise OSError(
+            errno.EIO,
+            f"data file has {data_size} bytes but its index {index.name} says {data_size_in_index}",
+            str(data_path),
+        )
     length = offsets[-1] - offsets[0]
     data = _pread_fully(data_path, length, offsets[0])
     if len(data) != length:
