@@ -227,12 +227,15 @@ def run_trace(
     seed: int = 0,
     codec: str = "none",
     spill_after: Optional[int] = None,
+    work_dir: Optional[Path] = None,
 ) -> Trace:
     """Run the traced job; ConfigError names an argument out of range.
 
     ``spill_after`` is ``numElementsForceSpillThreshold`` (default: half of
     the largest map's records, so every map spills). ``codec="none"`` keeps
     the bytes readable; the others compress exactly as a normal job does.
+    The job's files live in a temp directory (under ``work_dir`` when given),
+    deleted before this returns.
     """
     _check("records", num_records, 1, MAX_RECORDS)
     _check("partitions", num_partitions, 1, MAX_PARTITIONS)
@@ -254,7 +257,7 @@ def run_trace(
     )
     natural = {k: v for k, v in conf_values.items() if k != "shuffle.writer.force"}
     natural_mode, natural_reason = choose_writer(dep, ShuffleConf(natural))
-    with tempfile.TemporaryDirectory(prefix="shuffle-explain-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="shuffle-explain-", dir=work_dir) as tmp:
         with SortShuffleManager(conf, local_dir=tmp) as manager:
             handle = manager.register_shuffle(dep)
             maps = [_write_map(manager, handle, m, records) for m, records in enumerate(inputs)]
