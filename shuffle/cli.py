@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="list shuffle files under a directory and verify their checksums")
     inspect.add_argument("directory")
     inspect.set_defaults(run=_run_inspect)
+
+    from shuffle.bench.command import add_bench_parser
+    add_bench_parser(commands, _positive_int)
     return parser
 
 
