@@ -149,3 +149,58 @@ def full_disk_at_commit(marker: str) -> Callable[[int, Iterator[Any]], Iterator[
             _full_disk_at_commit(marker)
         return records
     return run
+
+
+# ---------------------------------------------------------------- fetch processes
+
+def _bump(counter: str) -> int:
+    """Add one to the count in ``counter`` (locked: every process shares it); the count before."""
+    import fcntl
+
+    with open(counter, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        before = int(f.read() or 0)
+        f.seek(0)
+        f.truncate()
+        f.write(str(before + 1))
+    return before
+
+
+def reads(counter: str) -> int:
+    try:
+        with open(counter) as f:
+            return int(f.read() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+def sigkill_first(counter: str, n: int, local_dir: str, shuffle_id: int, map_id: int, start: int, end: int):
+    """A fetch process's read function: the first ``n`` reads anywhere SIGKILL their process."""
+    from shuffle.read.block_io import read_range
+
+    if _bump(counter) < n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return read_range(local_dir, shuffle_id, map_id, start, end)
+
+
+def kill_fetches(counter: str, n: int) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """A ``map_partitions`` function for the reduce side: this worker's fetch processes use
+    :func:`sigkill_first` (patched before the shuffle read starts: the read is lazy)."""
+    def run(records: Iterator[Any]) -> Iterator[Any]:
+        import functools
+
+        from shuffle.read import fetcher
+
+        cls = fetcher.ShuffleBlockFetcher
+        if not getattr(cls, "_faults_patched", False):
+            real_init = cls.__init__
+
+            def init(self: Any, *args: Any, **kwargs: Any) -> None:
+                kwargs.setdefault("_read_fn", functools.partial(sigkill_first, counter, n))
+                real_init(self, *args, **kwargs)
+
+            cls.__init__ = init  # type: ignore[method-assign]
+            cls._faults_patched = True  # type: ignore[attr-defined]
+        return records
+    return run
