@@ -7,11 +7,13 @@ from the code.
 """
 
 import importlib
+import importlib.util
 import operator
 import re
 import struct
 import zlib
 from collections import defaultdict
+from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
@@ -244,3 +246,32 @@ def test_run_trace_refuses_bad_arguments(kwargs, key, tmp_path):
         run_trace(**{"work_dir": tmp_path, **kwargs})
     assert info.value.key == key
     assert list(tmp_path.iterdir()) == []
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_docs_quote_real_explain_output(traces):
+    """Every line the docs quote from `shuffle explain` is in today's output: the docs cannot drift either."""
+    outputs = [render_text(traces[mode, "none"]) for mode in MODES] + [render_text(traces["sort", "lz4"])]
+    known = {line.strip() for text in outputs for line in text.splitlines()}
+    quoted = 0
+    for page in ("bypass.md", "serialized.md", "sort.md", "formats.md", "writer-choice.md"):
+        text = (DOCS / page).read_text()
+        for block in re.findall(r"^ *```\n(.*?)^ *```", text, flags=re.S | re.M):
+            for line in block.splitlines():
+                if line.strip():
+                    assert line.strip() in known, f"{page}: {line.strip()!r} is not what shuffle explain prints"
+                    quoted += 1
+    assert quoted > 50
+
+
+def test_checked_in_diagrams_are_what_make_diagrams_writes():
+    spec = importlib.util.spec_from_file_location("make_diagrams", DOCS / "make_diagrams.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module.DIAGRAMS) == {"bypass", "serialized", "sort", "architecture"}
+    for name, (title, boxes, arrows) in module.DIAGRAMS.items():
+        expected = module.svg(title, boxes, arrows)
+        assert (DOCS / "img" / f"{name}.svg").read_text() == expected
+        ElementTree.fromstring(expected)
