@@ -27,7 +27,21 @@ __all__ = [
 
 
 class ShuffleError(Exception):
-    """Root of every error raised by shuffle."""
+    """Root of every error raised by shuffle.
+
+    Errors pickle with their attributes (workers send them to the driver), although
+    most subclasses take other arguments than their message.
+    """
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> "ShuffleError":
+    error = cls.__new__(cls, *args)  # no __init__: args and attributes are restored as they were
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigError(ShuffleError, ValueError):
@@ -128,7 +142,13 @@ class CorruptBlockError(FetchFailedError):
 
 
 class OutOfDiskError(ShuffleError, OSError):
-    """A local directory has no room for what a task must write."""
+    """A local directory has no room for what a task must write.
+
+    ``needed`` is the size of the write that failed (at least that much more
+    room is needed), None when unknown; ``free`` what the directory's file
+    system reported free just after. The scheduler does not retry a task that
+    failed this way: every executor shares this machine's disks.
+    """
 
     def __init__(self, directory: str, needed: Optional[int], free: Optional[int]) -> None:
         self.directory = directory

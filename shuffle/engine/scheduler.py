@@ -9,7 +9,8 @@ Failures, as Spark handles them:
 
 * a task that raises is retried up to ``spark.task.maxFailures`` attempts in
   all; then the job fails with :class:`TaskFailedError` carrying the worker's
-  exception and traceback. A worker that dies counts as a failed attempt (the
+  exception and traceback. An ``OutOfDiskError`` fails the job at once: the
+  disk is shared by every executor, so a retry would only fill it again. A worker that dies counts as a failed attempt (the
   backend replaces the worker).
 * a :class:`FetchFailedError` means map output is gone: the stage stops
   launching tasks, the lost outputs are unregistered (the reported one and
@@ -187,7 +188,7 @@ class DAGScheduler:
                 failures[result.partition] += 1
                 logger.warning("stage %d task %d attempt %d failed: %s: %s", stage_id, result.partition,
                                result.attempt, failure.exc_type, failure.message)
-                if failures[result.partition] >= self.max_task_failures:
+                if failures[result.partition] >= self.max_task_failures or failure.exc_type in _NOT_RETRIED:
                     fatal = result
                     break  # the job has failed: the finally below abandons the rest
                 if fetch_failure is None:
@@ -202,9 +203,11 @@ class DAGScheduler:
         if fatal is not None:
             failure = fatal.failure
             assert failure is not None
-            error = TaskFailedError(
-                f"task {fatal.partition} of stage {stage_id} ({description}) after {failures[fatal.partition]} attempts",
-                failure.exc_type, failure.message, failure.traceback_text)
+            attempts = failures[fatal.partition]
+            why = (f"after {attempts} attempts" if failure.exc_type not in _NOT_RETRIED
+                   else f"after {attempts} attempt{'s' if attempts > 1 else ''}, not retried (the disk is full)")
+            error = TaskFailedError(f"task {fatal.partition} of stage {stage_id} ({description}) {why}",
+                                    failure.exc_type, failure.message, failure.traceback_text)
             raise error from failure.exception
         if fetch_failure is not None:
             raise _FetchFailed(dataset.id, fetch_failure)
@@ -244,6 +247,10 @@ class DAGScheduler:
                                           sync=False).remove_data_by_map(shuffle_id, map_id)
         except OSError as e:
             logger.warning("could not remove the files of shuffle %d map %d: %s", shuffle_id, map_id, e)
+
+
+# Failures a retry cannot fix: every executor writes to this machine's same disks.
+_NOT_RETRIED = frozenset({"OutOfDiskError"})
 
 
 def _pickle_task(task: Task) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Iterator, List, Optional
 
 from shuffle.errors import SerializationError
 from shuffle.write.base import Record, ShuffleWriter
-from shuffle.write.output import MapOutputWriter
+from shuffle.write.output import MapOutputWriter, disk_errors
 
 __all__ = ["BypassMergeSortShuffleWriter"]
 
@@ -88,7 +88,8 @@ class BypassMergeSortShuffleWriter(ShuffleWriter):
             path = self._paths[pid] = self.context.new_spill_path()
             # Unbuffered: the encoder already gathered a file buffer's worth.
             file = self._files[pid] = open(path, "wb", buffering=0)
-        file.write(block)
+        with disk_errors(self._paths[pid], len(block)):
+            file.write(block)
         self._sizes[pid] += len(block)
         if output.checksums is not None:
             # Checksummed now, as written: the final copy never passes through Python.

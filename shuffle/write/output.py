@@ -29,7 +29,7 @@ from shuffle.checksum import Checksum, new_checksum
 from shuffle.errors import OutOfDiskError, ShuffleError
 from shuffle.resolver import IndexShuffleBlockResolver
 
-__all__ = ["MapOutputWriter", "copy_file_range"]
+__all__ = ["MapOutputWriter", "copy_file_range", "disk_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ class MapOutputWriter:
         if not data:
             return
         out = self._open(partition_id)
-        with _disk_errors(self._tmp):
-            out.write(data)
         size = len(data) if not isinstance(data, memoryview) else data.nbytes
+        with disk_errors(self._tmp, size):
+            out.write(data)
         self._advance(partition_id, size)
         if self.checksums is not None:
             self.checksums[partition_id].update(data)
@@ -103,7 +103,7 @@ class MapOutputWriter:
         if length == 0:
             return
         out = self._open(partition_id)
-        with _disk_errors(self._tmp):
+        with disk_errors(self._tmp, length):
             out.flush()
             with open(source, "rb") as src:
                 copy_file_range(src.fileno(), out.fileno(), offset, length)
@@ -149,7 +149,7 @@ class MapOutputWriter:
     def _close(self) -> Optional[Path]:
         if self._file is not None:
             file, self._file = self._file, None
-            with _disk_errors(self._tmp):
+            with disk_errors(self._tmp):
                 file.close()
         return self._tmp
 
@@ -195,11 +195,17 @@ def _read_write(src_fd: int, dst_fd: int, position: int, count: int) -> int:
     return len(data)
 
 
-class _disk_errors:
-    """Turn ENOSPC into OutOfDiskError naming the directory."""
+class disk_errors:
+    """``with disk_errors(path, needed):`` turns ENOSPC into OutOfDiskError naming ``path``'s
+    directory and ``needed``, the bytes the failing write wanted to put there (None: unknown).
 
-    def __init__(self, path: Optional[Path]) -> None:
-        self.path = path
+    Every writer of shuffle and spill files uses it around its writes, so a full disk is
+    one typed error wherever it strikes.
+    """
+
+    def __init__(self, path: Optional[Union[str, Path]], needed: Optional[int] = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.needed = needed
 
     def __enter__(self) -> None:
         return None
@@ -208,7 +214,7 @@ class _disk_errors:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not isinstance(exc, OutOfDiskError):
             directory = str(self.path.parent) if self.path is not None else "?"
             free = _free_bytes(directory)
-            raise OutOfDiskError(directory, None, free) from exc
+            raise OutOfDiskError(directory, self.needed, free) from exc
         return False
 
 

@@ -266,6 +266,7 @@ class ShuffleExternalSorter(MemoryConsumer):
         compress, checksums = self.block_format.compress, self.checksums
         if self.observer is not None:
             self.observer.sorting(self._buffer)
+        block = b""
         try:
             with open(info.path, "wb", buffering=self._write_buffer) as out:
                 for pid, raw in self._buffer.sorted_partitions(self.num_partitions):
@@ -278,7 +279,7 @@ class ShuffleExternalSorter(MemoryConsumer):
         except OSError as e:
             if e.errno == errno.ENOSPC and not isinstance(e, OutOfDiskError):
                 directory = str(info.path.parent)
-                raise OutOfDiskError(directory, None, shutil.disk_usage(directory).free) from e
+                raise OutOfDiskError(directory, len(block) or None, shutil.disk_usage(directory).free) from e
             raise
         if self.observer is not None:
             self.observer.spill_written(info.path, info)

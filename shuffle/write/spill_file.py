@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, 
 
 from shuffle.blocks import BlockFormat
 from shuffle.errors import SerializationError, ShuffleError
+from shuffle.write.output import disk_errors
 
 __all__ = ["SpillFile", "SpillReader", "write_spill"]
 
@@ -118,8 +119,10 @@ def write_spill(
         block = fmt.compress(encoder.take())
         if file is None:
             path = new_path()
-            file = open(path, "wb")
-        file.write(block)
+            with disk_errors(path, len(block)):
+                file = open(path, "wb")
+        with disk_errors(path, len(block)):
+            file.write(block)
         batch_sizes.append(len(block))
         in_batch = 0
 

@@ -47,7 +47,7 @@ def _set_subreaper(on: bool) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def _session_helpers() -> set:
+def session_helpers() -> set:
     """multiprocessing's fork server and resource tracker of this process: they serve every context."""
     pids = {getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None),
             getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None)}
@@ -56,7 +56,7 @@ def _session_helpers() -> set:
 
 def descendants() -> Dict[int, psutil.Process]:
     """Live (non-zombie) descendants of the test process, the session's helpers excluded."""
-    helpers = _session_helpers()
+    helpers = session_helpers()
     found = {}
     for proc in psutil.Process().children(recursive=True):
         try:
