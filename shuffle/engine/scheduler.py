@@ -17,7 +17,10 @@ Failures, as Spark handles them:
   any other of that shuffle whose files no longer check out), and the job
   loop reruns just the missing map tasks, then the stage's unfinished tasks.
   A stage may be resubmitted this way ``spark.stage.maxConsecutiveAttempts``
-  times before the job is aborted.
+  times before the job is aborted. A rerun map whose output differs from the
+  lost one (lengths, checksums) after tasks of the job read the lost one
+  aborts the job: the map side is not deterministic, and the result would mix
+  both attempts.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import os
 import socket
 import time
 from collections import Counter
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import cloudpickle
 
@@ -38,7 +41,7 @@ from shuffle.engine.dataset import Dataset, MapPartitionsDataset, ShuffledDatase
 from shuffle.engine.job_metrics import JobMetrics, StageMetrics
 from shuffle.engine.tasks import ResultTask, ShuffleMapTask, Task, TaskFailure, TaskResult
 from shuffle.errors import JobAbortedError, ShuffleError, TaskFailedError
-from shuffle.map_output import MapOutputTracker
+from shuffle.map_output import MapOutputTracker, MapStatus
 from shuffle.resolver import IndexShuffleBlockResolver
 
 __all__ = ["DAGScheduler", "JobListener", "shuffle_dependencies"]
@@ -97,6 +100,12 @@ class DAGScheduler:
         self.max_task_failures = max_failures
         self.max_stage_attempts = max_stage_attempts
         self._local_host = socket.gethostname()
+        checksums_on = conf.get_bool("spark.shuffle.checksum.enabled")
+        self._checksum_algorithm = conf.get("spark.shuffle.checksum.algorithm") if checksums_on else None
+        # (shuffle id, map id) -> hash of the committed output's lengths and checksums, and
+        # the shuffles that a task of the running job has read: see _check_same_output.
+        self._output_digests: Dict[Tuple[int, int], int] = {}
+        self._consumed: Set[int] = set()
 
     def run_job(self, final: Dataset, func: Callable[[Iterator[Any]], Any],
                 partitions: Optional[Sequence[int]] = None) -> tuple:
@@ -105,6 +114,7 @@ class DAGScheduler:
         job = JobMetrics()
         started = time.perf_counter()
         results: Dict[int, Any] = {}
+        self._consumed = set()
         resubmissions: Counter = Counter()
         while True:
             try:
@@ -172,7 +182,9 @@ class DAGScheduler:
                     metrics.tasks += 1
                     metrics.write.merge(result.write_metrics)
                     metrics.read.merge(result.read_metrics)
+                    self._consumed.update(statuses)
                     if shuffled is not None:
+                        self._check_same_output(shuffled.shuffle_id, result.value)
                         self.tracker.register_map_output(shuffled.shuffle_id, result.value)
                     else:
                         assert results is not None
@@ -228,6 +240,39 @@ class DAGScheduler:
                 logger.info("map output %d of shuffle %d is gone too; it will be recomputed", status.map_id, shuffle_id)
                 self.tracker.unregister_map_output(shuffle_id, status.map_id)
 
+
+    def _check_same_output(self, shuffle_id: int, status: MapStatus) -> None:
+        """Refuse a recomputed map output whose bytes differ from one this job's tasks already read.
+
+        A map rerun after its output was lost must write what the lost output held
+        (Spark's determinate stages). If its input or function is not deterministic,
+        tasks that read the first output and tasks that read the second would be
+        mixed in one result: the lengths and stored checksums of the two outputs
+        are compared, and the job stops with an explanation instead. An output no
+        task of this job has read yet may differ (every reader will see the new one).
+        """
+        digest = hash((status.partition_lengths, self._stored_checksums(shuffle_id, status)))
+        key = (shuffle_id, status.map_id)
+        previous = self._output_digests.get(key)
+        if previous is not None and previous != digest and shuffle_id in self._consumed:
+            raise JobAbortedError(
+                f"map {status.map_id} of shuffle {shuffle_id} was recomputed after its output was lost and wrote "
+                "different bytes than before (partition lengths or checksums differ), but tasks of this job had "
+                "already read the first output: its input or function is not deterministic, and the result "
+                "would mix both attempts. Make the map side deterministic (fixed seeds, no dependence on "
+                "iteration order of sets or on time) and run the job again."
+            )
+        self._output_digests[key] = digest
+
+    def _stored_checksums(self, shuffle_id: int, status: MapStatus) -> Optional[Tuple[int, ...]]:
+        if self._checksum_algorithm is None or status.location.host != self._local_host:
+            return None
+        resolver = IndexShuffleBlockResolver(status.location.local_dir, self._checksum_algorithm, sync=False)
+        try:
+            stored = resolver.read_checksums(shuffle_id, status.map_id)
+        except (OSError, ShuffleError):
+            return None
+        return None if stored is None else tuple(stored)
 
     def _remove_output_files(self, shuffle_id: int, map_id: int) -> None:
         """Delete the files of a map output that failed a fetch, so its rerun commits afresh.
