@@ -7,7 +7,7 @@ maps or different spills). Only ``merge_combiners`` may see partial results
 from other processes, so it must be associative; the order in which values
 arrive is not specified (as in Spark).
 
-This module owns the in-memory combining loops and nothing about spilling:
+This module owns the in-memory combining (through the ``combine`` kernel) and nothing about spilling:
 callers (the sort writer, the reader's spilling map) decide when to spill.
 """
 
@@ -16,7 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, Iterable, Tuple
 
+from shuffle.kernels import load
+
 __all__ = ["Aggregator", "GroupByAggregator"]
+
+# The folding loop is a kernel: one dict probe per record, and operator.add,
+# min and max applied without a call (see _ext/combine.pyx).
+_combine = load("combine").combine_values
 
 
 @dataclass(frozen=True)
@@ -44,24 +50,12 @@ class Aggregator:
 
     def combine_values(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
         """Fold ``(key, value)`` records into ``into`` (key -> combiner); returns records seen."""
-        create, merge = self.create_combiner, self.merge_value
-        count = 0
-        for key, value in records:
-            count += 1
-            # One dict probe on the common path: most keys repeat in a shuffle.
-            combiner = into.get(key, _MISSING)
-            into[key] = create(value) if combiner is _MISSING else merge(combiner, value)
-        return count
+        create = None if self.create_combiner is _identity else self.create_combiner
+        return _combine(records, into, create, self.merge_value)
 
     def combine_combiners(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
         """Fold ``(key, combiner)`` records into ``into``; returns records seen."""
-        merge = self.merge_combiners
-        count = 0
-        for key, combiner in records:
-            count += 1
-            current = into.get(key, _MISSING)
-            into[key] = combiner if current is _MISSING else merge(current, combiner)
-        return count
+        return _combine(records, into, None, self.merge_combiners)
 
 
 class GroupByAggregator(Aggregator):
@@ -85,13 +79,6 @@ def _append(values: list, value: Any) -> list:
 def _extend(values: list, more: list) -> list:
     values.extend(more)
     return values
-
-
-class _Missing:
-    __slots__ = ()
-
-
-_MISSING = _Missing()
 
 
 def _identity(value: Any) -> Any:

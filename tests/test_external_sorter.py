@@ -92,13 +92,15 @@ def test_sorter_output_per_partition_equals_the_oracle(
                                           key_ordering=key_ordering, ascending=ascending)
         with sorter:
             sorter.insert_all(records)
+            spilled = sorter.spill_count > 0
             output = read_all(sorter)
         assert list(Path(spill_dir).iterdir()) == []
     expected = oracle(records, partitioner, aggregator, key_ordering, ascending)
     assert list(output) == list(expected)  # non-empty partitions only, increasing
     if combine and not key_ordering:
         assert canonical(output) == canonical(expected)
-        for part in output.values():
+        # Runs are hash-ordered so that spills merge; a lone in-memory run is left as it is.
+        for part in output.values() if spilled else ():
             hashes = [portable_hash(k) for k, _ in part]
             assert hashes == sorted(hashes)
     else:

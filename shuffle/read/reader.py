@@ -234,7 +234,7 @@ def new_spill_path(local_dir: Path) -> Path:
 
 def _combiners_aggregator(aggregator: Aggregator) -> Aggregator:
     """Maps combined already: the reduce side merges combiners (Spark's identity/mergeCombiners)."""
-    return Aggregator(_identity, aggregator.merge_combiners, aggregator.merge_combiners)
+    return Aggregator.from_reduce(aggregator.merge_combiners)
 
 
 def _flatten_lists(records: Iterator[Record]) -> Iterator[Record]:
@@ -245,7 +245,3 @@ def _flatten_lists(records: Iterator[Record]) -> Iterator[Record]:
 def _spread(record: Record) -> Iterator[Record]:
     key, values = record
     return zip(repeat(key), values)
-
-
-def _identity(value: Any) -> Any:
-    return value
