@@ -196,6 +196,8 @@ _KEYS = [
     _int_key("spark.stage.maxConsecutiveAttempts", 4, "attempts of a stage after fetch failures", 1),
     _int_key("spark.default.parallelism", None, "default number of partitions", 1),
     ConfigKey("spark.local.dir", None, str, "a directory path", "where shuffle and spill files go"),
+    ConfigKey("shuffle.task.profileDir", None, str, "a directory path",
+              "when set, each task runs under cProfile and leaves its stats there (for benchmarks)"),
 ]
 
 KNOWN_KEYS: Dict[str, ConfigKey] = {key.name: key for key in _KEYS}

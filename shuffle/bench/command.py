@@ -34,6 +34,8 @@ def add_bench_parser(commands: Any, positive_int: Any) -> None:
                        help="pyspark,dask: the same workloads on them when installed")
     bench.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="any configuration key")
     bench.add_argument("--cache-dir", type=Path, help="where generated inputs are kept (default ~/.cache/shuffle-bench)")
+    bench.add_argument("--profile", type=Path, metavar="DIR",
+                       help="profile every engine task (cProfile stats per task in DIR, summed in DIR/summary.txt)")
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results with a machine header")
     bench.add_argument("--plot", type=Path, metavar="FILE.png", help="draw throughput by workload (needs matplotlib)")
     bench.set_defaults(run=run_bench_command)
@@ -69,6 +71,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise ConfigError("--conf", item, "KEY=VALUE")
         conf[key.strip()] = value.strip()
+    if args.profile is not None:
+        conf["shuffle.task.profileDir"] = str(args.profile.resolve())
     workloads = [w for group in (args.workload or [["W1", "W2", "W3", "W4", "W5"]]) for w in group]
     modes = [m for group in (args.mode or [["auto"]]) for m in group]
     options = BenchOptions(
@@ -95,6 +99,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         print(format_row(row), flush=True)
 
     rows = run_bench(options, on_row=show)
+    if args.profile is not None:
+        summary = _summarise_profiles(args.profile)
+        print(f"task profiles summed in {summary}")
     if args.json is not None:
         write_json(args.json, options, rows)
         print(f"results written to {args.json}")
@@ -102,6 +109,24 @@ def run_bench_command(args: argparse.Namespace) -> int:
         write_plot(args.plot, rows)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def _summarise_profiles(directory: Path, top: int = 40) -> Path:
+    """Sum every task profile in ``directory`` into ``summary.txt`` (by cumulative, then own time)."""
+    import io
+    import pstats
+
+    files = sorted(str(p) for p in directory.glob("*.prof"))
+    out = io.StringIO()
+    if files:
+        stats = pstats.Stats(*files, stream=out)
+        stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(top)
+    else:
+        out.write("no task profiles were written\n")
+    path = directory / "summary.txt"
+    path.write_text(out.getvalue())
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,7 @@ def worker_main(conn: Connection, executor_id: str, local_dir: str, conf_values:
     conf = ShuffleConf(conf_values)
     pool = ExecutionMemoryPool(shuffle_pool_size(conf, num_workers))
     manager = SortShuffleManager(conf, local_dir=local_dir, executor_id=executor_id, memory_pool=pool)
+    profile_dir = conf.get("shuffle.task.profileDir")
     while True:
         try:
             message = conn.recv_bytes()
@@ -53,9 +54,24 @@ def worker_main(conn: Connection, executor_id: str, local_dir: str, conf_values:
         except Exception as e:  # a task that does not unpickle here is still a task failure
             conn.send_bytes(cloudpickle.dumps(_unreadable(message, e, executor_id)))
             continue
-        result = run_task(task, manager)
+        result = run_task(task, manager) if profile_dir is None else _profiled(task, manager, profile_dir)
         conn.send_bytes(_dumps_result(result))
     conn.close()
+
+
+def _profiled(task: Task, manager: SortShuffleManager, profile_dir: str) -> TaskResult:
+    """``run_task`` under cProfile; the stats go to ``stage<S>-part<P>-attempt<A>.prof`` in ``profile_dir``."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+    result = profiler.runcall(run_task, task, manager)
+    name = f"stage{task.stage_id}-part{task.partition}-attempt{task.attempt}.prof"
+    try:
+        os.makedirs(profile_dir, exist_ok=True)
+        profiler.dump_stats(os.path.join(profile_dir, name))
+    except OSError as e:  # a profile is a diagnostic: losing one must not fail the task
+        logger.warning("could not write the task profile %s: %s", name, e)
+    return result
 
 
 def _dumps_result(result: TaskResult) -> bytes:

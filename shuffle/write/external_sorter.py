@@ -303,8 +303,14 @@ class ExternalSorter(MemoryConsumer):
 
     # ------------------------------------------------------------------ sort
 
-    def _sorted_run(self) -> _MemoryRun:
-        """Sort what memory holds into a run and start an empty collection."""
+    def _sorted_run(self, final: bool = False) -> _MemoryRun:
+        """Sort what memory holds into a run and start an empty collection.
+
+        ``final``: the only run, with no spill to merge it with. Ordering by key
+        hash exists only so that equal keys meet in a merge; without a merge, a
+        combined run needs its partition order alone (Spark's
+        ``ExternalAppendOnlyMap`` likewise returns its map as is when nothing spilled).
+        """
         base = self._run_base
         if self.aggregator is not None:
             items: List[Record] = list(self._combiners.items())
@@ -318,9 +324,9 @@ class ExternalSorter(MemoryConsumer):
         self._run_base = self._inserted
         if not items:
             return _MemoryRun([], [], [], None, base)
-        if self.aggregator is None and pids is None and not self.key_ordering:
-            return _MemoryRun(items, [0], [len(items)], original, base)  # insertion order: nothing to sort
-        order, parts, counts = self._order(keys, pids, len(items))
+        if pids is None and not self.key_ordering and (self.aggregator is None or final):
+            return _MemoryRun(items, [0], [len(items)], original, base)  # nothing to sort
+        order, parts, counts = self._order(keys, pids, len(items), by_hash=not final)
         return _MemoryRun(_gather(items, order), parts, counts, original, base)
 
     def _partitions_of(self, keys: List[Any]) -> Optional[np.ndarray]:
@@ -328,9 +334,10 @@ class ExternalSorter(MemoryConsumer):
             return None
         return np.asarray(self.partition_ids(keys), dtype=self._pid_dtype)
 
-    def _order(self, keys: List[Any], pids: Optional[np.ndarray], n: int) -> Tuple[List[int], List[int], List[int]]:
+    def _order(self, keys: List[Any], pids: Optional[np.ndarray], n: int,
+               by_hash: bool = True) -> Tuple[List[int], List[int], List[int]]:
         """The run's order (indices into the collection), its non-empty partitions and their counts."""
-        if self.aggregator is not None and not self.key_ordering:
+        if self.aggregator is not None and not self.key_ordering and by_hash:
             hashes = np.fromiter(map(_portable_hash, keys), dtype=np.int64, count=n)
             order = np.argsort(hashes, kind="stable") if pids is None else np.lexsort((hashes, pids))
         else:
@@ -437,7 +444,7 @@ class ExternalSorter(MemoryConsumer):
         return chain.from_iterable(records for _, records in self.partitioned_iterator())
 
     def _partitions(self) -> Iterator[Tuple[int, Iterator[Record]]]:
-        run = self._run = self._sorted_run()
+        run = self._run = self._sorted_run(final=not self._spills)
         self._merge_spills_down(self.max_fan_in - (1 if len(run) else 0))
         readers = [self._open_reader(spill) for spill in self._spills]
         sources: List[Any] = [*readers, run]
