@@ -48,25 +48,22 @@ GROUP = "ExternalSorter merge read-back: 200k records, 8 runs, 64 partitions"
 SUM = Aggregator.from_reduce(operator.add)
 
 
-def _sorter_factory(spill_dir: Path, partition_ids, **kwargs):
-    """A set-up function for ``benchmark.pedantic``: a sorter holding 8 sorted runs."""
+def _setup(spill_dir: Path, records: list, partition_ids, **kwargs):
+    """A set-up function for ``benchmark.pedantic``: a new sorter holding 8 sorted runs."""
     conf = ShuffleConf({"spark.shuffle.spill.numElementsForceSpillThreshold": str(SPILL_EVERY)})
     spill_format = BlockFormat.for_spills(conf, MsgpackSerializer())
 
-    def build(records):
-        def setup():
-            memory = TaskMemoryManager(ExecutionMemoryPool(1 << 30), task_id=0)
-            sorter = ExternalSorter(
-                memory, conf, spill_format, lambda: spill_dir / f"spill_{uuid.uuid4().hex}",
-                num_partitions=NUM_PARTITIONS, partition_ids=partition_ids, **kwargs,
-            )
-            sorter.insert_all(records)
-            assert sorter.spill_count == len(records) // (SPILL_EVERY + 1)
-            return (sorter,), {}
+    def setup():
+        memory = TaskMemoryManager(ExecutionMemoryPool(1 << 30), task_id=0)
+        sorter = ExternalSorter(
+            memory, conf, spill_format, lambda: spill_dir / f"spill_{uuid.uuid4().hex}",
+            num_partitions=NUM_PARTITIONS, partition_ids=partition_ids, **kwargs,
+        )
+        sorter.insert_all(records)
+        assert sorter.spill_count == len(records) // (SPILL_EVERY + 1)
+        return (sorter,), {}
 
-        return setup
-
-    return build
+    return setup
 
 
 def _read_back(sorter: ExternalSorter) -> list:
@@ -84,7 +81,7 @@ def _partition_ids(kernels, num_partitions: int = NUM_PARTITIONS):
 def test_merge_concat(benchmark, tmp_path, int_records):
     benchmark.group = GROUP
     per_element(benchmark, len(int_records))
-    setup = _sorter_factory(tmp_path, HashPartitioner(NUM_PARTITIONS).partition_ids)(int_records)
+    setup = _setup(tmp_path, int_records, HashPartitioner(NUM_PARTITIONS).partition_ids)
     out = benchmark.pedantic(_read_back, setup=setup, rounds=PEDANTIC_ROUNDS)
     assert Counter(out) == Counter(int_records)
     assert not list(tmp_path.iterdir())
@@ -93,7 +90,7 @@ def test_merge_concat(benchmark, tmp_path, int_records):
 def test_merge_sorted(benchmark, tmp_path, int_records):
     benchmark.group = GROUP
     per_element(benchmark, len(int_records))
-    setup = _sorter_factory(tmp_path, HashPartitioner(NUM_PARTITIONS).partition_ids, key_ordering=True)(int_records)
+    setup = _setup(tmp_path, int_records, HashPartitioner(NUM_PARTITIONS).partition_ids, key_ordering=True)
     out = benchmark.pedantic(_read_back, setup=setup, rounds=PEDANTIC_ROUNDS)
     # int keys go to key % n; the sort and the merge are stable, as Python's sort is.
     assert out == sorted(int_records, key=lambda r: (r[0] % NUM_PARTITIONS, r[0]))
@@ -110,7 +107,7 @@ def sorter_hash(impl, monkeypatch: pytest.MonkeyPatch):
 def test_merge_combined(benchmark, tmp_path, int_records, sorter_hash):
     benchmark.group = GROUP
     per_element(benchmark, len(int_records))
-    setup = _sorter_factory(tmp_path, _partition_ids(sorter_hash), aggregator=SUM)(int_records)
+    setup = _setup(tmp_path, int_records, _partition_ids(sorter_hash), aggregator=SUM)
     out = benchmark.pedantic(_read_back, setup=setup, rounds=PEDANTIC_ROUNDS)
     expected: Counter = Counter()
     for key, value in int_records:
