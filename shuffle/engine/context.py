@@ -63,10 +63,7 @@ class Context:
         if backend is None and start_method not in multiprocessing.get_all_start_methods():
             raise ConfigError("start_method", start_method, "one of " + ", ".join(multiprocessing.get_all_start_methods()))
         self._owns_dir = local_dir is None
-        if local_dir is None:
-            local_dir = tempfile.mkdtemp(prefix="shuffle-context-", dir=self.conf.get("spark.local.dir"))
-        self.local_dir = Path(local_dir)
-        self.local_dir.mkdir(parents=True, exist_ok=True)
+        self.local_dir = _usable_local_dir(local_dir, self.conf.get("spark.local.dir"))
         self.keep_files = keep_files and not self._owns_dir
         self.tracker = MapOutputTracker()
         self.last_job_metrics: Optional[JobMetrics] = None
@@ -152,6 +149,26 @@ class Context:
     def __repr__(self) -> str:
         state = "running" if self._finalizer.alive else "stopped"
         return f"Context(parallelism={self.parallelism}, local_dir={str(self.local_dir)!r}, {state})"
+
+
+def _usable_local_dir(local_dir: Union[str, os.PathLike, None], parent: Optional[str]) -> Path:
+    """``local_dir`` (created if missing), or a new temp dir under ``spark.local.dir``; writable.
+
+    A directory that cannot be created or written to is a ConfigError naming it,
+    raised before any worker starts.
+    """
+    key, value = ("local_dir", local_dir) if local_dir is not None else ("spark.local.dir", parent)
+    try:
+        if local_dir is None:
+            path = Path(tempfile.mkdtemp(prefix="shuffle-context-", dir=parent))
+        else:
+            path = Path(local_dir)
+            path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ConfigError(key, str(value), f"a directory that exists or can be created, and is writable ({e})") from e
+    return path
 
 
 def _shutdown(backend: ExecutorBackend, local_dir: Path, owns_dir: bool, keep_files: bool) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, Itera
 from shuffle.aggregator import Aggregator
 from shuffle.dependency import ShuffleDependency, ShuffleHandle
 from shuffle.engine.textio import TextSplit, read_lines
-from shuffle.errors import ShuffleError
+from shuffle.errors import SerializationError, ShuffleError
 from shuffle.partitioner import HashPartitioner, Partitioner, RangePartitioner
 
 if TYPE_CHECKING:
@@ -170,7 +170,11 @@ class Dataset:
             count = self.count()
             fraction = RangePartitioner.sample_fraction(n, count)
             sample = self.map_partitions_with_index(_sample_keys(fraction)).collect()
-        partitioner = RangePartitioner(n, sample, ascending=ascending, key_func=key_func)
+        try:
+            partitioner = RangePartitioner(n, sample, ascending=ascending, key_func=key_func)
+        except TypeError as e:
+            raise ShuffleError(f"sort_by_key cannot order the keys: {e}; keys must be comparable with each "
+                               "other (a key_func can map them to comparable values)") from e
         return ShuffledDataset(self, partitioner, key_ordering=True, ascending=ascending, sort_key=key_func)
 
     def join(self, other: "Dataset", num_partitions: Optional[int] = None) -> "Dataset":
@@ -380,7 +384,11 @@ def _sample_keys(fraction: float) -> PartitionFunc:
     def run(split: int, it: Iterator[Any]) -> Iterator[Any]:
         import random
         rng = random.Random(split)  # fixed per partition: a rerun samples the same keys
-        return (key for key, _ in it if rng.random() < fraction)
+        for position, record in enumerate(it):
+            if type(record) is not tuple or len(record) != 2:
+                raise SerializationError(type(record).__name__, "records must be (key, value) 2-tuples", position)
+            if rng.random() < fraction:
+                yield record[0]
     return run
 
 
