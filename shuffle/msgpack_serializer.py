@@ -22,6 +22,7 @@ import msgpack
 from msgpack import ExtType
 
 from shuffle.errors import SerializationError
+from shuffle.kernels import load
 from shuffle.serializer import PICKLE_PROTOCOL, Buffer, Encoder, Serializer, bad_record, pickle_error, type_name
 
 __all__ = ["MsgpackSerializer"]
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 # tagged arrays back into tuples (dict keys included, so tuple keys stay
 # hashable). Streaming with use_list=True is cheap per object; DESIGN's slow
 # ``unpackb(use_list=True)`` figure is for one giant array, which we never build.
+_records = load("msgpack_records")
+_pack_pairs, _pack_each = _records.pack_pairs, _records.pack_each
+
 _EXT_TUPLE_TAG = 1  # zero-length ext heading an array that was a tuple
 _EXT_BIGINT = 2  # int outside msgpack's 64-bit range: signed big-endian two's complement
 _EXT_PICKLE = 3  # anything else: pickle, so the stream stays relocatable
@@ -134,72 +138,89 @@ def _msgpack_failure(key: Any, value: Any, error: Exception) -> SerializationErr
     return SerializationError(type_name(culprit), f"msgpack cannot pack it: {type(error).__name__}: {error}")
 
 
+def _pack_other(obj: Any) -> bytes:
+    """One object through the full packer (the kernel's fallback for non-scalars)."""
+    packer = _scratch.packer
+    try:
+        packer.pack(obj)
+        return packer.bytes()
+    finally:
+        packer.reset()
+
+
+def _pack_record_slowly(key: Any, value: Any) -> bytes:
+    """Key and value through the full packer, failures described (the error path)."""
+    try:
+        return _pack_other(key) + _pack_other(value)
+    except SerializationError:  # from our default hook, cause attached
+        raise
+    except Exception as e:
+        raise _msgpack_failure(key, value, e) from e
+
+
+def _checked_record(record: Any, n: int) -> bytes:
+    """Record ``n`` of a batch the kernel stopped at: its bytes, or the precise error at ``n``."""
+    if record.__class__ is not tuple or len(record) != 2:
+        raise bad_record(record).at(n)
+    try:
+        return _pack_record_slowly(record[0], record[1])
+    except SerializationError as e:
+        raise e.at(n) from e.__cause__
+
+
 class _MsgpackEncoder(Encoder):
-    __slots__ = ("_packer", "_count")
+    """Records packed into one bytearray: plain scalars by the ``msgpack_records`` kernel, the rest by msgpack."""
+
+    __slots__ = ("_buffer", "_count")
 
     def __init__(self) -> None:
-        self._packer = _new_packer()
+        self._buffer = bytearray()
         self._count = 0
 
     def add(self, key: Any, value: Any) -> None:
-        packer = self._packer
-        try:
-            packer.pack(key)
-            packer.pack(value)
-        except SerializationError:  # from our default hook, cause attached
-            self._discard()
-            raise
-        except Exception as e:
-            self._discard()
-            raise _msgpack_failure(key, value, e) from e
-        except BaseException:
-            self._discard()
-            raise
+        if _pack_pairs([(key, value)], self._buffer, _pack_other) == 0:
+            mark = len(self._buffer)
+            try:
+                self._buffer += _pack_record_slowly(key, value)
+            except BaseException:
+                del self._buffer[mark:]
+                self._discard()
+                raise
         self._count += 1
 
     def add_all(self, records: Iterable[tuple]) -> int:
-        pack = self._packer.pack
-        n = -1
+        batch = records if type(records) is list else list(records)
+        buffer, n, start = self._buffer, len(batch), 0
         try:
-            for n, rec in enumerate(records):
-                if rec.__class__ is not tuple:
-                    raise bad_record(rec)
-                try:  # free in CPython 3.11+ until something raises
-                    key, value = rec  # a tuple of the wrong length raises here
-                    pack(key)
-                    pack(value)
-                except SerializationError:  # from our default hook, cause attached
-                    raise
-                except Exception as e:
-                    if len(rec) != 2:
-                        raise bad_record(rec) from None
-                    raise _msgpack_failure(key, value, e) from e
-        except SerializationError as e:
-            self._discard()
-            raise e.at(n) from e.__cause__
+            while True:
+                # The kernel stops at a record it cannot take; the slow path then packs
+                # it or raises the precise error, and the kernel goes on after it.
+                start = _pack_pairs(batch, buffer, _pack_other, start)
+                if start == n:
+                    break
+                buffer += _checked_record(batch[start], start)
+                start += 1
         except BaseException:  # the input itself failed: leave the encoder empty, as promised
             self._discard()
             raise
-        self._count += n + 1
-        return n + 1
+        self._count += n
+        return n
 
     @property
     def nbytes(self) -> int:
-        # A live view would block pack(); CPython releases this one as soon as
-        # len() returns (3x cheaper than a with-block, and writers ask often).
-        return len(self._packer.getbuffer())
+        return len(self._buffer)
 
     @property
     def count(self) -> int:
         return self._count
 
     def take(self) -> bytes:
-        data = self._packer.bytes()
+        data = bytes(self._buffer)
         self._discard()
         return data
 
     def _discard(self) -> None:
-        self._packer.reset()
+        self._buffer = bytearray()
         self._count = 0
 
 
@@ -234,41 +255,18 @@ class MsgpackSerializer(Serializer):
         return _MsgpackEncoder()
 
     def dumps_records(self, records: list) -> list[bytes]:
-        packer = _scratch.packer
-        pack, take, reset = packer.pack, packer.bytes, packer.reset
+        batch = records if type(records) is list else list(records)
         out: list[bytes] = []
-        append = out.append
-        for n, rec in enumerate(records):
-            if rec.__class__ is not tuple:
-                raise bad_record(rec).at(n)
-            try:
-                key, value = rec
-                pack(key)
-                pack(value)
-                append(take())
-                reset()
-            except SerializationError as e:
-                reset()
-                raise e.at(n) from e.__cause__
-            except Exception as e:
-                reset()
-                if len(rec) != 2:
-                    raise bad_record(rec).at(n) from None
-                raise _msgpack_failure(key, value, e).at(n) from e
-        return out
+        start, n = 0, len(batch)
+        while True:
+            out, start = _pack_each(batch, _pack_other, start, out)
+            if start == n:
+                return out
+            out.append(_checked_record(batch[start], start))
+            start += 1
 
     def dumps_record(self, key: Any, value: Any) -> bytes:
-        packer = _scratch.packer
-        try:
-            packer.pack(key)
-            packer.pack(value)
-            return packer.bytes()
-        except SerializationError:
-            raise
-        except Exception as e:
-            raise _msgpack_failure(key, value, e) from e
-        finally:
-            packer.reset()
+        return _pack_record_slowly(key, value)
 
     def decode(self, data: Buffer) -> Iterator[tuple]:
         view = memoryview(data)

@@ -7,7 +7,7 @@ import pytest
 from shuffle import kernels
 
 
-@pytest.mark.parametrize("name", ["combine", "hashing", "pointers", "recordbuf"])
+@pytest.mark.parametrize("name", ["combine", "hashing", "msgpack_records", "pointers", "recordbuf"])
 def test_compiled_and_twin_export_the_same_public_names(name):
     compiled = importlib.import_module(f"shuffle._native.{name}")
     twin = importlib.import_module(f"shuffle._twins.{name}")

@@ -2,9 +2,11 @@
 
 Spark's ``BypassMergeSortShuffleWriter``, used when nothing is combined on the
 map side and there are few partitions (``spark.shuffle.sort.bypassMergeThreshold``).
-Records are never sorted: each goes to its partition's encoder, which is
-flushed (compressed, checksummed) to that partition's temp file whenever it
-holds ``spark.shuffle.file.buffer`` bytes. A partition's file is created on
+Records are never sorted by key: a chunk of them is grouped by partition id
+(stably, so each partition keeps the input order) and each group goes to its
+partition's encoder in one call. An encoder is flushed (compressed,
+checksummed) to its partition's temp file whenever it holds
+``spark.shuffle.file.buffer`` bytes. A partition's file is created on
 its first flush, so an empty partition costs neither a file nor a descriptor.
 At the end the files are copied into the output in partition order by the
 kernel (``copy_file_range``), never through Python, and deleted.
@@ -16,8 +18,11 @@ this writer is only chosen for few partitions.
 from __future__ import annotations
 
 import itertools
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, List, Optional
+
+import numpy as np
 
 from shuffle.errors import SerializationError
 from shuffle.write.base import Record, ShuffleWriter
@@ -54,14 +59,23 @@ class BypassMergeSortShuffleWriter(ShuffleWriter):
             if not chunk:
                 break
             keys = _keys_of(chunk, position)
-            for offset, (record, pid) in enumerate(zip(chunk, partition_ids(keys).tolist())):
+            pids = partition_ids(keys)
+            # Group the chunk by partition (stable, so each partition keeps input order):
+            # then one encoder call per partition present, not one per record.
+            order = np.argsort(pids, kind="stable")
+            ordered_pids = pids[order]
+            starts = np.flatnonzero(np.diff(ordered_pids)) + 1
+            ordered = _gather(chunk, order.tolist())
+            bounds = [0, *starts.tolist(), len(chunk)]
+            for start, end in zip(bounds, bounds[1:]):
+                pid = int(ordered_pids[start])
                 encoder = encoders[pid]
                 if encoder is None:
                     encoder = encoders[pid] = new_encoder()
                 try:
-                    encoder.add(record[0], record[1])
-                except SerializationError as e:
-                    raise e.at(position + offset) from e.__cause__
+                    encoder.add_all(ordered[start:end])
+                except SerializationError:
+                    raise self._first_unencodable(chunk, position) from None
                 if encoder.nbytes >= file_buffer:
                     self._flush(pid, output)
             position += len(chunk)
@@ -95,6 +109,16 @@ class BypassMergeSortShuffleWriter(ShuffleWriter):
             # Checksummed now, as written: the final copy never passes through Python.
             output.checksums[pid].update(block)
 
+    def _first_unencodable(self, chunk: List[Record], position: int) -> SerializationError:
+        """The error of the chunk's first record, in input order, that cannot be encoded (error path)."""
+        dumps_record = self.dependency.serializer.dumps_record
+        for offset, (key, value) in enumerate(chunk):
+            try:
+                dumps_record(key, value)
+            except SerializationError as e:
+                return e.at(position + offset)
+        return SerializationError("record", "an encoder failed on a chunk whose records each encode alone")
+
     def _close_files(self) -> None:
         for pid, file in enumerate(self._files):
             if file is not None:
@@ -104,6 +128,13 @@ class BypassMergeSortShuffleWriter(ShuffleWriter):
     def _release(self) -> None:
         self._close_files()
         self._encoders = [None] * self.num_partitions
+
+
+def _gather(items: List[Record], order: List[int]) -> List[Record]:
+    """``[items[i] for i in order]`` in one C call."""
+    if len(order) < 2:
+        return [items[i] for i in order]
+    return list(itemgetter(*order)(items))
 
 
 def _keys_of(chunk: List[Any], position: int) -> List[Any]:
