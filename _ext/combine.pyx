@@ -16,6 +16,7 @@ step touches Python objects.
 import builtins
 import operator
 
+from cpython.number cimport PyNumber_Add
 from cpython.object cimport PyObject
 
 __all__ = ["combine_values"]
@@ -23,6 +24,8 @@ __all__ = ["combine_values"]
 
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
+    bint PyTuple_CheckExact(object o)
+    Py_ssize_t PyTuple_GET_SIZE(object o)
 
 
 cdef enum MergeOp:
@@ -52,8 +55,9 @@ def combine_values(records, dict into, create, merge):
             into[key] = (value if create is None else create(value)) if key not in into \\
                 else merge(into[key], value)
 
-    A record that is not a pair raises ``TypeError``/``ValueError`` as tuple
-    unpacking does, an unhashable key ``TypeError``; records before it stay folded.
+    A record that is not an exact 2-tuple raises ``TypeError`` (a list or a
+    two-letter string is not a pair), as does an unhashable key; records
+    before it stay folded.
     """
     if into is None:
         raise TypeError("combine_values: into must be a dict, not None")
@@ -66,14 +70,18 @@ def combine_values(records, dict into, create, merge):
     cdef PyObject* found
     cdef object key, value, current
     for record in records:
-        key, value = record
+        if not PyTuple_CheckExact(record) or PyTuple_GET_SIZE(record) != 2:
+            raise TypeError(f"records must be (key, value) 2-tuples, got {type(record).__name__}")
+        key = (<tuple>record)[0]
+        value = (<tuple>record)[1]
         found = PyDict_GetItemWithError(into, key)
         if found is NULL:
             into[key] = value if create is None else create(value)
         else:
             current = <object>found  # a new reference before any Python code can run
             if op == ADD:
-                into[key] = current + value
+                # Exactly operator.add: Cython's own `+` fast path turns 0 + -0.0 into -0.0.
+                into[key] = PyNumber_Add(current, value)
             elif op == MIN:
                 into[key] = value if value < current else current
             elif op == MAX:

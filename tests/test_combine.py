@@ -27,7 +27,7 @@ def test_kernel_and_twin_fold_to_the_same_combiners(records, merge, create, star
             results.append((count, into))
         except (TypeError, OverflowError) as e:  # e.g. float(10**400): both must fail alike
             results.append((type(e), dict(into)))
-    assert results[0] == results[1]
+    assert repr(results[0]) == repr(results[1])  # repr: a combiner may be NaN (inf * 0), never equal to itself
 
 
 def test_builtin_min_and_max_keep_the_current_combiner_on_ties():
@@ -71,8 +71,9 @@ def test_generic_iterables_are_accepted(kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("bad, error", [
-    (("a", 1, 2), ValueError), (("a",), ValueError), (5, TypeError), (None, TypeError), (([1], 2), TypeError)])
-def test_a_malformed_record_raises_as_unpacking_does_and_keeps_what_came_before(kernel, bad, error):
+    (("a", 1, 2), TypeError), (("a",), TypeError), (5, TypeError), (None, TypeError), ("ab", TypeError),
+    (["a", 1], TypeError), (([1], 2), TypeError)])
+def test_a_record_that_is_not_a_2_tuple_or_has_an_unhashable_key_raises_and_keeps_what_came_before(kernel, bad, error):
     into = {}
     with pytest.raises(error):
         kernel.combine_values([("x", 1), bad, ("y", 2)], into, None, operator.add)
@@ -101,3 +102,10 @@ def test_an_exception_from_merge_propagates(kernel):
     with pytest.raises(RuntimeError, match="merge failed"):
         kernel.combine_values([("k", 1), ("k", 2)], into, None, boom)
     assert into == {"k": 1}
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_add_is_exactly_operator_add_even_for_signed_zeros(kernel):
+    into = {}
+    kernel.combine_values([("k", 0), ("k", -0.0)], into, None, operator.add)
+    assert repr(into["k"]) == repr(operator.add(0, -0.0)) == "0.0"

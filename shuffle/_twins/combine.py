@@ -23,7 +23,8 @@ def combine_values(records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable,
 
     ``create(value)`` starts a key's combiner (``None``: the value itself is the
     combiner); ``merge(combiner, value)`` folds in another. A record that is not
-    a pair raises as tuple unpacking does; records before it stay folded.
+    an exact 2-tuple raises ``TypeError``, as does an unhashable key; records
+    before it stay folded.
     """
     if not isinstance(into, dict):
         raise TypeError(f"combine_values: into must be a dict, not {type(into).__name__}")
@@ -33,7 +34,10 @@ def combine_values(records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable,
         raise TypeError(f"combine_values: merge must be callable, got {merge!r}")
     count = 0
     get = into.get
-    for key, value in records:
+    for record in records:
+        if type(record) is not tuple or len(record) != 2:
+            raise TypeError(f"records must be (key, value) 2-tuples, got {type(record).__name__}")
+        key, value = record
         # One dict probe on the common path: most keys repeat in a shuffle.
         current = get(key, _MISSING)
         if current is _MISSING:

@@ -140,10 +140,12 @@ def _gather(items: List[Record], order: List[int]) -> List[Record]:
 def _keys_of(chunk: List[Any], position: int) -> List[Any]:
     """The keys of a chunk of records; a record that is not a (key, value) pair is an error."""
     try:
+        if not set(map(type, chunk)) <= {tuple}:  # a list or "ab" unpacks, but is not a pair
+            raise TypeError("not a tuple")
         return [key for key, _ in chunk]
     except (TypeError, ValueError):
         for offset, record in enumerate(chunk):
-            if not (isinstance(record, tuple) and len(record) == 2):
+            if type(record) is not tuple or len(record) != 2:
                 raise SerializationError(
                     type(record).__name__, "records must be (key, value) 2-tuples"
                 ).at(position + offset) from None

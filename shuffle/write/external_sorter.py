@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import re
 from itertools import accumulate, chain, groupby, islice, tee
 from operator import itemgetter
@@ -266,9 +267,15 @@ class ExternalSorter(MemoryConsumer):
             self.aggregator.combine_values(chunk, combiners)  # type: ignore[union-attr]
         except (TypeError, ValueError) as e:
             bad = _first_malformed(chunk)
-            if bad is None:
-                raise
-            raise _malformed(chunk[bad]).at(self._inserted + bad) from e
+            if bad is not None:
+                raise _malformed(chunk[bad]).at(self._inserted + bad) from e
+            bad = _first_unhashable(chunk)
+            if bad is not None:
+                key = chunk[bad][0]
+                raise ShuffleError(
+                    f"record {self._inserted + bad} has a key of unhashable type {type(key).__name__}; "
+                    "combining by key needs hashable keys (e.g. a tuple instead of a list)") from e
+            raise
         added = len(combiners) - before
         if added:
             self._tracker.update_many(_EntrySample(combiners, chunk, added))  # type: ignore[arg-type]
@@ -276,6 +283,8 @@ class ExternalSorter(MemoryConsumer):
     def _append(self, chunk: List[Record]) -> None:
         if self.partition_ids is not None or self.key_ordering:
             try:
+                if not _all_tuples(chunk):
+                    raise TypeError("not a tuple")
                 keys = [key for key, _ in chunk]
             except (TypeError, ValueError) as e:
                 bad = _first_malformed(chunk)
@@ -355,6 +364,7 @@ class ExternalSorter(MemoryConsumer):
     def _order_by_key(self, order: List[int], keys: List[Any], counts: List[int]) -> None:
         """Sort each partition's stretch of ``order`` (indices into ``keys``) by key, in place."""
         ranked = keys if self.sort_key is None else list(map(self.sort_key, keys))
+        _refuse_nan(ranked)
         by_key = ranked.__getitem__
         reverse = not self.ascending
         start = 0
@@ -445,6 +455,7 @@ class ExternalSorter(MemoryConsumer):
 
     def _partitions(self) -> Iterator[Tuple[int, Iterator[Record]]]:
         run = self._run = self._sorted_run(final=not self._spills)
+        self.max_fan_in = _fan_in_within_fd_limit(self.max_fan_in)
         self._merge_spills_down(self.max_fan_in - (1 if len(run) else 0))
         readers = [self._open_reader(spill) for spill in self._spills]
         sources: List[Any] = [*readers, run]
@@ -630,9 +641,53 @@ def _incomparable(error: TypeError, keys: List[Any]) -> ShuffleError:
     )
 
 
+# Descriptors left for everything else a task holds open while merging
+# (the output file, a fetch connection, the interpreter's own).
+_FD_RESERVE = 16
+
+
+def _fan_in_within_fd_limit(fan_in: int) -> int:
+    """``fan_in``, lowered so a merge's readers fit in the descriptors this process has left."""
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    except (ImportError, OSError):
+        return fan_in
+    if soft == resource.RLIM_INFINITY:
+        return fan_in
+    usable = max(2, soft - open_now - _FD_RESERVE)
+    if usable < fan_in:
+        logger.info("merge fan-in lowered from %d to %d: RLIMIT_NOFILE is %d with %d open",
+                    fan_in, usable, soft, open_now)
+    return min(fan_in, usable)
+
+
+def _refuse_nan(keys: List[Any]) -> None:
+    """NaN compares false with everything, so a sort would scatter it silently: refuse it."""
+    if float in set(map(type, keys)) and any(k != k for k in keys if type(k) is float):
+        raise ShuffleError("cannot sort by a NaN key: NaN has no place in an order; filter NaN keys out, "
+                           "or give a sort_key that maps them to a comparable value")
+
+
+def _all_tuples(chunk: List[Any]) -> bool:
+    """Every record an exact tuple (a C loop; lengths are checked by unpacking)."""
+    return set(map(type, chunk)) <= {tuple}
+
+
 def _first_malformed(chunk: List[Any]) -> Optional[int]:
+    """The first record that is not an exact (key, value) 2-tuple: a list or "ab" is not a pair."""
     for i, record in enumerate(chunk):
-        if not (isinstance(record, (tuple, list)) and len(record) == 2):
+        if type(record) is not tuple or len(record) != 2:
+            return i
+    return None
+
+
+def _first_unhashable(chunk: List[Record]) -> Optional[int]:
+    for i, (key, _) in enumerate(chunk):
+        try:
+            hash(key)
+        except TypeError:
             return i
     return None
 

@@ -67,10 +67,6 @@ def test_many_spills_merge_within_a_configured_fan_in_under_64_file_descriptors(
     assert_completes(run_job(tmp_path, conf), True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in shuffle/write/external_sorter.py: the merge opens up to shuffle.sort.maxMergeFanIn (64) spill "
-    "files at once whatever RLIMIT_NOFILE is; with 64 descriptors and ~75 spills per map task the final "
-    "merge fails with EMFILE instead of lowering its fan-in to what the descriptor limit leaves"))
 def test_many_spills_merge_within_the_default_fan_in_under_64_file_descriptors(tmp_path):
     proc = run_job(tmp_path, {"spark.shuffle.spill.numElementsForceSpillThreshold": "100"})
     assert "Too many open files" not in proc.stderr
