@@ -20,7 +20,7 @@ from shuffle.serializer import Serializer
 
 __all__ = ["ShuffleDependency", "ShuffleHandle", "WRITER_KINDS"]
 
-WRITER_KINDS = ("bypass", "serialized", "sort")
+WRITER_KINDS = ("bypass", "serialized", "sort", "columnar")  # columnar: numpy batches (shuffle.columnar)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "SerializationError",
     "RecordTooLargeError",
+    "BatchSchemaError",
     "FetchFailedError",
     "MetadataFetchFailedError",
     "CorruptBlockError",
@@ -87,6 +88,21 @@ class RecordTooLargeError(ShuffleError):
             f"{where} serializes to {size} bytes, more than the page limit of {limit} bytes; "
             "use the sort writer (shuffle.writer.force=sort) for records this large"
         )
+
+
+class BatchSchemaError(ShuffleError, TypeError):
+    """Input that a columnar (batch) shuffle cannot take: an object record where a
+    ``(keys, values)`` batch of numpy arrays was expected, a dtype or shape the
+    format cannot hold, or a batch whose dtypes differ from the shuffle's earlier ones.
+    """
+
+    def __init__(self, what: str, expected: str, got: str, batch: Optional[int] = None) -> None:
+        self.what = what
+        self.expected = expected
+        self.got = got
+        self.batch = batch
+        where = f"batch {batch}: " if batch is not None else ""
+        super().__init__(f"{where}{what} is {got}; expected {expected}")
 
 
 class FetchFailedError(ShuffleError):

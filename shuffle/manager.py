@@ -22,8 +22,9 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from shuffle.columnar.batch_writer import BatchShuffleWriter
 from shuffle.conf import ConfValue, ShuffleConf
 from shuffle.dependency import ShuffleDependency, ShuffleHandle
 from shuffle.errors import ConfigError, ShuffleError
@@ -47,11 +48,14 @@ _WRITERS = {
     "bypass": BypassMergeSortShuffleWriter,
     "serialized": SerializedShuffleWriter,
     "sort": SortShuffleWriter,
+    "columnar": BatchShuffleWriter,
 }
 
 
 def choose_writer(dep: ShuffleDependency, conf: ShuffleConf) -> Tuple[str, str]:
     """The writer kind for ``dep`` and the reason, as Spark's ``registerShuffle`` decides."""
+    if getattr(dep, "record_format", "objects") == "batches":
+        return "columnar", "the records are (keys, values) numpy batches"
     n = dep.num_partitions
     threshold = conf.get_int("spark.shuffle.sort.bypassMergeThreshold")
     assert threshold is not None  # has a default
@@ -148,7 +152,12 @@ class SortShuffleManager:
 
         self._check_running()
         memory = TaskMemoryManager(self.memory_pool, next(self._task_ids) if task_id is None else task_id)
-        return ShuffleReader(
+        if handle.kind == "columnar":
+            from shuffle.columnar.batch_reader import BatchShuffleReader
+            reader: Any = BatchShuffleReader
+        else:
+            reader = ShuffleReader
+        return reader(
             handle, start_partition, end_partition, start_map_index, end_map_index,
             conf=self.conf, tracker=self.tracker, location=self.location, memory=memory,
             local_dir=self.local_dir,
