@@ -70,6 +70,7 @@ class BatchShuffleWriter(ShuffleWriter):
         super().__init__(*args, **kwargs)
         dep = self.dependency
         self.schema: Optional[ColumnSchema] = None
+        self._block_schema: Optional[ColumnSchema] = None  # of the blocks written: partials when combining
         self._aggregation = dep.aggregation if getattr(dep, "map_combines", False) else None
         self._consumer = MemoryConsumer(self.context.memory)
         self._buffered: List[Tuple[np.ndarray, np.ndarray]] = []
@@ -88,8 +89,11 @@ class BatchShuffleWriter(ShuffleWriter):
         self._batches += 1
         if self.schema is None:
             self.schema = ColumnSchema.of(keys, values, index)
+            self._block_schema = self.schema
             if self._aggregation is not None:
                 aggregate.check_aggregation(self._aggregation, self.schema.value_dtype, self.schema.value_shape)
+                partial = aggregate.partial_dtype(self._aggregation, self.schema.value_dtype)
+                self._block_schema = ColumnSchema(self.schema.key_dtype, partial)
         else:
             self.schema.check(keys, values, index)
         rows = keys.shape[0]
@@ -155,13 +159,13 @@ class BatchShuffleWriter(ShuffleWriter):
     def _spill(self) -> None:
         if not self._buffered:
             return
-        assert self.schema is not None
+        assert self._block_schema is not None
         path = self.context.new_spill_path()
         offsets = [0] * (self.num_partitions + 1)
         position = 0
         with disk_errors(path), open(path, "wb") as out:
             for p, k, v in self._sorted_partitions():
-                for part in encode_block(k, v, self.schema, self.spill_format.codec):
+                for part in encode_block(k, v, self._block_schema, self.spill_format.codec):
                     out.write(part)
                     position += len(part) if not isinstance(part, memoryview) else part.nbytes
                 offsets[p + 1] = position
@@ -188,8 +192,8 @@ class BatchShuffleWriter(ShuffleWriter):
                     if end > start:
                         output.write(p, os.pread(f.fileno(), end - start, start))
                 while pending is not None and pending[0] == p:
-                    assert self.schema is not None
-                    for part in encode_block(pending[1], pending[2], self.schema, self.block_format.codec):
+                    assert self._block_schema is not None
+                    for part in encode_block(pending[1], pending[2], self._block_schema, self.block_format.codec):
                         output.write(p, part)
                     pending = next(in_memory, None)
         finally:

@@ -100,6 +100,25 @@ class Context:
         minimum = min_partitions if min_partitions is not None else min(self.default_parallelism, 2)
         return TextFileDataset(self, plan_text_splits(path, minimum))
 
+    def from_arrays(self, keys: Any, values: Any, num_slices: Optional[int] = None) -> Any:
+        """A columnar dataset of two numpy columns in ``num_slices`` contiguous slices (shuffle.columnar)."""
+        from shuffle.columnar.dataset import ArrayDataset
+
+        self._check_running()
+        n = num_slices if num_slices is not None else self.default_parallelism
+        if not isinstance(n, int) or n < 1:
+            raise ShuffleError(f"num_slices must be a positive int, got {num_slices!r}")
+        return ArrayDataset(self, keys, values, n)
+
+    def from_parquet(self, path: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                     key: str, value: str) -> Any:
+        """A columnar dataset of two columns of Parquet files, one partition per row group (needs pyarrow)."""
+        from shuffle.columnar.dataset import ParquetDataset
+
+        self._check_running()
+        paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
+        return ParquetDataset(self, paths, key, value)
+
     # ------------------------------------------------------------ running
     def run_job(self, dataset: Dataset, func: Callable[[Iterator[Any]], Any],
                 partitions: Optional[Sequence[int]] = None) -> List[Any]:
