@@ -10,6 +10,7 @@ what lets spills merge by copying bytes. One block is::
         codec id              u8   0 none, 1 lz4, 2 zstd, 3 zlib
         reserved (0)          u16
         schema length         u32  bytes of the schema text below
+        (padding)             4 bytes
         rows                  u64
         key payload length    u64  bytes stored (compressed or not)
         value payload length  u64
@@ -42,7 +43,7 @@ __all__ = ["ColumnSchema", "MAGIC", "HEADER", "encode_block", "decode_blocks", "
 
 MAGIC = b"SHCB"
 VERSION = 1
-HEADER = struct.Struct("<4sBBHIQQQ")
+HEADER = struct.Struct("<4sBBHI4xQQQ")  # 40 bytes: the columns start 8-aligned
 _CODEC_IDS = {"none": 0, "lz4": 1, "zstd": 2, "zlib": 3}
 _CODEC_NAMES = {v: k for k, v in _CODEC_IDS.items()}
 _PAD = b"\0" * 8
