@@ -251,7 +251,7 @@ def counting_sort(ids, num_buckets, columns):
         if column.ndim < 1 or column.shape[0] != n:
             raise ValueError(f"every column must have {n} rows, got shape {column.shape}")
     offsets = np.zeros(nb + 1, dtype=np.int64)
-    cdef int32_t[::1] idv = ids
+    cdef const int32_t[::1] idv = ids
     cdef int64_t[::1] offv = offsets
     with nogil:
         _count(idv, offv)
@@ -365,7 +365,8 @@ def hash_aggregate(keys, values, op):
     out_keys = np.empty(n, dtype=np.int64)
     out_values = np.empty(n, dtype=values.dtype)
     cdef int32_t[::1] tv = table
-    cdef int64_t[::1] kv = keys, okv = out_keys
+    cdef const int64_t[::1] kv = keys
+    cdef int64_t[::1] okv = out_keys
     cdef Py_ssize_t groups
     if values.dtype == np.int64:
         groups = _run_i64(kv, values, code, tv, shift, okv, out_values)
