@@ -19,13 +19,15 @@ import operator
 from cpython.number cimport PyNumber_Add
 from cpython.object cimport PyObject
 
-__all__ = ["combine_values"]
+__all__ = ["combine_values", "group_values"]
 
 
 cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
     bint PyTuple_CheckExact(object o)
+    bint PyList_CheckExact(object o)
     Py_ssize_t PyTuple_GET_SIZE(object o)
+    int PyList_Append(object lst, object item) except -1
 
 
 cdef enum MergeOp:
@@ -88,5 +90,34 @@ def combine_values(records, dict into, create, merge):
                 into[key] = value if value > current else current
             else:
                 into[key] = merge(current, value)
+        count += 1
+    return count
+
+
+def group_values(records, dict into):
+    """Append each record's value to its key's list in ``into`` (key -> list); returns records seen.
+
+    Equivalent to ``into.setdefault(key, []).append(value)`` per record, with
+    the same errors as :func:`combine_values` (not an exact 2-tuple, unhashable
+    key). A list found in ``into`` is appended to; anything else there is a
+    ``TypeError``.
+    """
+    if into is None:
+        raise TypeError("group_values: into must be a dict, not None")
+    cdef Py_ssize_t count = 0
+    cdef PyObject* found
+    cdef object key, value
+    for record in records:
+        if not PyTuple_CheckExact(record) or PyTuple_GET_SIZE(record) != 2:
+            raise TypeError(f"records must be (key, value) 2-tuples, got {type(record).__name__}")
+        key = (<tuple>record)[0]
+        value = (<tuple>record)[1]
+        found = PyDict_GetItemWithError(into, key)
+        if found is NULL:
+            into[key] = [value]
+        elif PyList_CheckExact(<object>found):
+            PyList_Append(<object>found, value)
+        else:
+            raise TypeError(f"group_values: the value of a key in into is a {type(<object>found).__name__}, not a list")
         count += 1
     return count

@@ -109,3 +109,28 @@ def test_add_is_exactly_operator_add_even_for_signed_zeros(kernel):
     into = {}
     kernel.combine_values([("k", 0), ("k", -0.0)], into, None, operator.add)
     assert repr(into["k"]) == repr(operator.add(0, -0.0)) == "0.0"
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(st.tuples(keys, numbers), max_size=60))
+def test_group_values_kernel_and_twin_build_the_same_lists_as_setdefault_append(records):
+    expected = {}
+    for key, value in records:
+        expected.setdefault(key, []).append(value)
+    for kernel in (native, twin):
+        into = {}
+        assert kernel.group_values(records, into) == len(records)
+        assert repr(into) == repr(expected)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_group_values_refuses_non_pairs_unhashable_keys_and_non_list_entries(kernel):
+    for bad in [("a", 1, 2), "ab", ["a", 1], ([1], 2)]:
+        into = {}
+        with pytest.raises(TypeError):
+            kernel.group_values([("x", 1), bad], into)
+        assert into == {"x": [1]}
+    with pytest.raises(TypeError):
+        kernel.group_values([("x", 1)], {"x": 5})
+    with pytest.raises(TypeError):
+        kernel.group_values([], None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Hashable, Iterable, Optional, Tuple
 
-__all__ = ["combine_values"]
+__all__ = ["combine_values", "group_values"]
 
 
 class _Missing:
@@ -44,5 +44,29 @@ def combine_values(records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable,
             into[key] = value if create is None else create(value)
         else:
             into[key] = merge(current, value)
+        count += 1
+    return count
+
+
+def group_values(records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
+    """Append each record's value to its key's list in ``into``; returns records seen.
+
+    Same errors as :func:`combine_values`; a non-list already in ``into`` is a ``TypeError``.
+    """
+    if not isinstance(into, dict):
+        raise TypeError(f"group_values: into must be a dict, not {type(into).__name__}")
+    count = 0
+    get = into.get
+    for record in records:
+        if type(record) is not tuple or len(record) != 2:
+            raise TypeError(f"records must be (key, value) 2-tuples, got {type(record).__name__}")
+        key, value = record
+        values = get(key, _MISSING)
+        if values is _MISSING:
+            into[key] = [value]
+        elif type(values) is list:
+            values.append(value)
+        else:
+            raise TypeError(f"group_values: the value of a key in into is a {type(values).__name__}, not a list")
         count += 1
     return count

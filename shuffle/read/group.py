@@ -53,6 +53,9 @@ __all__ = ["ExternalGroupBy", "ExternalList", "ResultIterable", "SpillTally", "g
 logger = logging.getLogger(__name__)
 
 _portable_hash = load("hashing").portable_hash
+_group_values = load("combine").group_values
+# Groups of more values than this are measured before they are handed out in memory.
+_SIZED_GROUP = 32
 
 Record = Tuple[Any, Any]
 
@@ -350,10 +353,35 @@ class ExternalGroupBy:
         self._sorter.insert_all(records)
 
     def groups(self) -> Iterator[Tuple[Any, ResultIterable]]:
-        """``(key, ResultIterable)`` per key: by hash, or by key when key ordering was asked for."""
-        walk = group_sorted(self._sorter.iterator(), self._rank, self._new_list)
+        """``(key, ResultIterable)`` per key: by key when key ordering was asked for, else in no set order.
+
+        When nothing spilled and no order is asked for, records are grouped in a
+        dict of lists (one kernel pass, like PySpark's in-memory ExternalGroupBy)
+        instead of sorted by hash and walked; a group longer than a list may
+        hold in memory still gets a spilling :class:`ExternalList`.
+        """
+        records = None if self.key_ordering else self._sorter.take_unspilled()
+        if records is not None:
+            walk = self._hash_groups(records)
+        else:
+            walk = group_sorted(self._sorter.iterator(), self._rank, self._new_list)
         self._walk = weakref.ref(walk)
         return walk
+
+    def _hash_groups(self, records: List[Record]) -> Iterator[Tuple[Any, ResultIterable]]:
+        grouped: Dict[Any, List[Any]] = {}
+        _group_values(records, grouped)
+        del records[:]  # the values live on in the lists; the record tuples can go now
+        max_values, max_bytes = self._max_values, self._max_bytes
+        for key, values in grouped.items():
+            n = len(values)
+            # Sizes are estimated only for long groups: short ones are cheap to keep whole.
+            if n > max_values or (n > _SIZED_GROUP and estimate_size(values) > max_bytes):
+                spilling = self._new_list()
+                spilling.extend(values)
+                yield key, ResultIterable(spilling)
+            else:
+                yield key, ResultIterable(values)
 
     def _new_list(self) -> ExternalList:
         values = ExternalList(self._format, self._new_spill_path, max_values=self._max_values,

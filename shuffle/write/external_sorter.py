@@ -449,6 +449,20 @@ class ExternalSorter(MemoryConsumer):
         self._reading = True
         return self._partitions()
 
+    def take_unspilled(self) -> Optional[List[Record]]:
+        """The records in insertion order, handed over unsorted, if all are still in memory.
+
+        For a caller that needs no order (a hash group-by): None when anything
+        spilled or was combined; otherwise the sorter's output counts as read,
+        and its memory stays reserved until :meth:`stop`.
+        """
+        if self.spill_count or self._spills or self.aggregator is not None or self._reading or self._stopped:
+            return None
+        self._reading = True
+        records = self._buffer
+        self._buffer, self._keys, self._pid_chunks = [], [], []
+        return records
+
     def iterator(self) -> Iterator[Record]:
         """Every record, partition after partition."""
         return chain.from_iterable(records for _, records in self.partitioned_iterator())
