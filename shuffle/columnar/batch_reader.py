@@ -165,7 +165,7 @@ class BatchShuffleReader:
         size = sum(k.nbytes + v.nbytes for k, v in parts)
         granted = consumer.acquire(2 * size)  # the rows, and their sorted copy
         if granted < 2 * size:
-            logger.warning("shuffle %d partitions [%d, %d): sorting %d bytes in memory, %d granted by the pool "
+            logger.info("shuffle %d partitions [%d, %d): sorting %d bytes in memory, %d granted by the pool "
                            "(columnar sorts do not spill)", self.handle.shuffle_id, self.start_partition,
                            self.end_partition, 2 * size, granted)
         keys = np.concatenate([k for k, _ in parts])
