@@ -286,23 +286,43 @@ class MsgpackSerializer(Serializer):
             max_buffer_size=limit,
         )
         if total <= _READ_SIZE:
+            # A small block is decoded whole, in C, and handed out as a list iterator:
+            # no generator frame per record, and a damaged block fails before any record is used.
             unpacker = msgpack.Unpacker(None, **options)
             unpacker.feed(view)
-        else:  # stream in chunks rather than copy everything into the unpacker
-            unpacker = msgpack.Unpacker(_ViewReader(view), read_size=_READ_SIZE, **options)
-        try:
-            # zip pairs key, value in C; strict=True turns a key without a value
-            # (a stream cut at an object boundary) into an error.
-            yield from zip(unpacker, unpacker, strict=True)
-        except Exception as e:
-            at = unpacker.tell()
-            if type(e) is ValueError and str(e).startswith("zip()"):  # from strict=True
-                reason = f"truncated: the stream ends after a key (byte {at} of {total}) without a whole value"
-            else:
-                reason = f"malformed data near byte {at} of {total}: {type(e).__name__}: {e}"
-            raise SerializationError("msgpack stream", reason) from e
-        if not _unpacker_is_idle(unpacker):
-            raise SerializationError("msgpack stream", f"truncated: the last record of {total} bytes is incomplete")
+            return iter(_unpack_all(unpacker, total))
+        # stream in chunks rather than copy everything into the unpacker
+        return _unpack_stream(msgpack.Unpacker(_ViewReader(view), read_size=_READ_SIZE, **options), total)
+
+
+def _unpack_all(unpacker: msgpack.Unpacker, total: int) -> list:
+    try:
+        # zip pairs key, value in C; strict=True turns a key without a value
+        # (a stream cut at an object boundary) into an error.
+        records = list(zip(unpacker, unpacker, strict=True))
+    except Exception as e:
+        raise _stream_error(unpacker, total, e) from e
+    if not _unpacker_is_idle(unpacker):
+        raise SerializationError("msgpack stream", f"truncated: the last record of {total} bytes is incomplete")
+    return records
+
+
+def _unpack_stream(unpacker: msgpack.Unpacker, total: int) -> Iterator[tuple]:
+    try:
+        yield from zip(unpacker, unpacker, strict=True)
+    except Exception as e:
+        raise _stream_error(unpacker, total, e) from e
+    if not _unpacker_is_idle(unpacker):
+        raise SerializationError("msgpack stream", f"truncated: the last record of {total} bytes is incomplete")
+
+
+def _stream_error(unpacker: msgpack.Unpacker, total: int, error: Exception) -> SerializationError:
+    at = unpacker.tell()
+    if type(error) is ValueError and str(error).startswith("zip()"):  # from strict=True
+        reason = f"truncated: the stream ends after a key (byte {at} of {total}) without a whole value"
+    else:
+        reason = f"malformed data near byte {at} of {total}: {type(error).__name__}: {error}"
+    return SerializationError("msgpack stream", reason)
 
 
 def _unpacker_is_idle(unpacker: msgpack.Unpacker) -> bool:

@@ -14,7 +14,9 @@ lets writers flush per batch, concatenate partition segments and merge spills
 by copying bytes. What is read back equals what was written, types included.
 
 Serializers never touch files, compression or partitioning, and never keep a
-whole decoded stream in memory: ``decode`` is a generator. Decoding runs
+large decoded stream in memory: ``decode`` returns an iterator, which may
+decode a small buffer (up to about a megabyte) whole before its first record,
+and streams anything larger. Decoding runs
 pickle, so it must only be given bytes shuffle itself wrote.
 """
 
@@ -172,9 +174,11 @@ class Serializer(ABC):
 
     @abstractmethod
     def decode(self, data: Buffer) -> Iterator[tuple]:
-        """The records of a whole stream, one at a time (a generator).
+        """The records of a whole stream, as an iterator.
 
-        Malformed or truncated bytes raise SerializationError while iterating.
+        Malformed or truncated bytes raise SerializationError: from this call
+        when the buffer is small enough to be decoded whole (then no record
+        of it is handed out), else while iterating.
         """
 
     def loads_record(self, data: Buffer) -> tuple:

@@ -300,13 +300,22 @@ def test_decode_accepts_bytes_bytearray_and_memoryview(ser):
     assert list(ser.decode(b"")) == []
 
 
-def test_decode_is_lazy_records_before_garbage_come_out_first(ser):
+def test_garbage_after_good_records_is_an_error_before_or_after_them(ser):
     good = ser.dumps_records([(1, 1), (2, 2)])
-    stream = ser.decode(b"".join(good) + b"\xc1\xc1\xc1\xc1\xc1")
-    assert next(stream) == (1, 1)
-    assert next(stream) == (2, 2)
+    got = []
     with pytest.raises(SerializationError):
-        next(stream)
+        got.extend(ser.decode(b"".join(good) + b"\xc1\xc1\xc1\xc1\xc1"))
+    assert got in ([], [(1, 1), (2, 2)])  # a small buffer is refused whole; a streamed one after its records
+
+
+def test_a_large_stream_is_decoded_lazily_records_before_garbage_come_out_first():
+    ser = MsgpackSerializer()
+    good = b"".join(ser.dumps_records([(i, "x" * 100) for i in range(20_000)]))  # over 1 MB: streamed
+    stream = ser.decode(good + b"\xc1\xc1\xc1\xc1\xc1")
+    assert next(stream) == (0, "x" * 100)
+    with pytest.raises(SerializationError):
+        for _ in stream:
+            pass
 
 
 # ------------------------------------------------------------ errors on encode
