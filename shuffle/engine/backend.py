@@ -20,13 +20,14 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterator, List, Optional
+from typing import AbstractSet, Any, Deque, Dict, Iterator, List, Optional, Set
 
 import cloudpickle
 
 from shuffle.engine.tasks import Task, TaskFailure, TaskResult
 from shuffle.engine.worker import STOP, worker_main
 from shuffle.errors import ShuffleError
+from shuffle.map_output import BlockManagerId
 from shuffle.processes import start_process
 
 __all__ = ["ExecutorBackend", "LocalProcessBackend"]
@@ -67,6 +68,15 @@ class ExecutorBackend(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop every worker; idempotent; leaves no process behind."""
+
+    def lost_locations(self, locations: AbstractSet[BlockManagerId]) -> Set[BlockManagerId]:
+        """Those of ``locations`` whose map outputs can no longer be served at all (their node is gone).
+
+        The scheduler asks after a fetch failure and forgets every output held
+        there, so they rerun together rather than one fetch failure at a time.
+        Here every executor writes to this machine's disk, which outlives them.
+        """
+        return set()
 
 
 @dataclass

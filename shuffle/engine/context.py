@@ -41,7 +41,13 @@ logger = logging.getLogger(__name__)
 
 
 class Context:
-    """Runs datasets on local worker processes; use it as a context manager."""
+    """Runs datasets on local worker processes; use it as a context manager.
+
+    ``backend``: None or ``"local"`` (worker processes), ``"ray"`` (Ray tasks on
+    the cluster at ``address``: None, ``"auto"`` or ``"ray://host:port"``; see
+    :mod:`shuffle.engine.ray_backend`; needs ``pip install 'shuffle[ray]'``),
+    or an :class:`ExecutorBackend` object.
+    """
 
     def __init__(
         self,
@@ -53,14 +59,23 @@ class Context:
         progress: Optional[bool] = False,
         serializer: Optional[Serializer] = None,
         start_method: str = "forkserver",
-        backend: Optional[ExecutorBackend] = None,
+        backend: Union[ExecutorBackend, str, None] = None,
+        address: Optional[str] = None,
     ) -> None:
         self.conf = conf.copy() if isinstance(conf, ShuffleConf) else ShuffleConf(conf)
         self.parallelism = parallelism if parallelism is not None else (os.cpu_count() or 1)
         if not isinstance(self.parallelism, int) or self.parallelism < 1:
             raise ShuffleError(f"parallelism must be a positive int, got {parallelism!r}")
         self.serializer = serializer or MsgpackSerializer()
-        if backend is None and start_method not in multiprocessing.get_all_start_methods():
+        if backend == "ray":
+            from shuffle.engine import ray_backend
+
+            ray_backend.import_ray()  # before any directory is made: a missing Ray names the extra
+        elif isinstance(backend, str) and backend != "local":
+            raise ConfigError("backend", backend, "'local', 'ray' or an ExecutorBackend")
+        elif address is not None:
+            raise ConfigError("address", address, "no address: only backend='ray' connects to a cluster")
+        if backend in (None, "local") and start_method not in multiprocessing.get_all_start_methods():
             raise ConfigError("start_method", start_method, "one of " + ", ".join(multiprocessing.get_all_start_methods()))
         self._owns_dir = local_dir is None
         self.local_dir = _usable_local_dir(local_dir, self.conf.get("spark.local.dir"))
@@ -69,7 +84,13 @@ class Context:
         self.last_job_metrics: Optional[JobMetrics] = None
         self._dataset_ids = itertools.count()
         self._shuffle_ids = itertools.count()
-        self.backend = backend or LocalProcessBackend(self.parallelism, self.local_dir, self.conf.to_dict(), start_method)
+        if backend == "ray":
+            self.backend: ExecutorBackend = ray_backend.RayBackend(address, self.local_dir, self.conf.to_dict(),
+                                                                   keep_files=self.keep_files)
+        elif isinstance(backend, ExecutorBackend):
+            self.backend = backend
+        else:
+            self.backend = LocalProcessBackend(self.parallelism, self.local_dir, self.conf.to_dict(), start_method)
         self.scheduler = DAGScheduler(self.backend, self.tracker, self.conf, progress_listener(progress))
         self._finalizer = weakref.finalize(self, _shutdown, self.backend, self.local_dir, self._owns_dir, self.keep_files)
         try:
@@ -77,6 +98,8 @@ class Context:
         except BaseException:
             self.stop()
             raise
+        if backend == "ray" and parallelism is None:
+            self.parallelism = self.backend.num_executors  # the cluster's CPUs, known once connected
 
     # ------------------------------------------------------------ datasets
     @property

@@ -125,12 +125,13 @@ class DAGScheduler:
                 break
             except _FetchFailed as ff:
                 resubmissions[ff.stage_key] += 1
+                # Forgotten even when the job gives up, so that the next job recomputes them.
+                self._forget_lost_outputs(ff.failure)
                 if resubmissions[ff.stage_key] >= self.max_stage_attempts:
                     raise JobAbortedError(
                         f"stage of dataset {ff.stage_key} hit fetch failures {resubmissions[ff.stage_key]} times "
                         f"(spark.stage.maxConsecutiveAttempts={self.max_stage_attempts}); last: {ff.failure.message}"
                     ) from None
-                self._forget_lost_outputs(ff.failure)
         job.duration_s = time.perf_counter() - started
         return [results[p] for p in wanted], job
 
@@ -232,6 +233,13 @@ class DAGScheduler:
         if map_id is not None:
             self._remove_output_files(shuffle_id, map_id)
             self.tracker.unregister_map_output(shuffle_id, map_id)
+        statuses = self.tracker.get_statuses(shuffle_id)
+        lost = self.backend.lost_locations({s.location for s in statuses if s is not None})
+        for status in statuses:
+            if status is not None and status.location in lost:
+                logger.info("map output %d of shuffle %d was on lost %s; it will be recomputed",
+                            status.map_id, shuffle_id, status.location)
+                self.tracker.unregister_map_output(shuffle_id, status.map_id)
         for status in self.tracker.get_statuses(shuffle_id):
             if status is None or status.location.host != self._local_host:
                 continue

@@ -123,9 +123,14 @@ class FetchPool:
         return self._started_count
 
     def submit(
-        self, request_id: int, local_dir: str, shuffle_id: int, ranges: Sequence[Tuple[int, int, int]], verify: bool
+        self, request_id: int, local_dir: str, shuffle_id: int, ranges: Sequence[Tuple[int, int, int]], verify: bool,
+        address: Any = None,
     ) -> None:
-        """Send one request of ``(map_id, start, end)`` ranges to an idle process."""
+        """Send one request of ``(map_id, start, end)`` ranges to an idle process.
+
+        ``address`` (the blocks' ``BlockManagerId``) is not needed here: every
+        ``local_dir`` is on this machine. Transports that route by it take it too.
+        """
         if self._closed:
             raise RuntimeError("the fetch pool is closed")
         if self.free_slots <= 0:

@@ -142,6 +142,11 @@ class ShuffleBlockFetcher:
         if self._start_method not in methods:
             raise ConfigError("shuffle.fetch.startMethod", self._start_method, "one of " + ", ".join(methods))
         self._read_fn = _read_fn
+        # Who reads remote blocks: local fetch processes, or the Ray backend's per-node block services.
+        self._transport = _required(conf.get("shuffle.fetch.transport", "processes"))
+        if self._transport not in ("processes", "ray"):
+            raise ConfigError("shuffle.fetch.transport", self._transport, "processes or ray")
+        self._conf = conf
 
         split = split_plan(
             shuffle_id, plan, local, read_host_local, max(self._max_bytes // 5, 1), self._max_blocks_per_address
@@ -320,12 +325,13 @@ class ShuffleBlockFetcher:
 
     def _submit(self, request: FetchRequest) -> None:
         if self._pool is None:
-            pool = FetchPool(self._processes, self._start_method, self._timeout, self._read_fn)
+            pool: FetchPool = self._new_pool()
             self._finalizer = weakref.finalize(self, pool.close)
             self._pool = pool
         request_id = next(self._request_ids)
         ranges = [(r.map_id, r.start, r.end) for r in request.ranges]
-        self._pool.submit(request_id, request.address.local_dir, self.shuffle_id, ranges, self._verify)
+        self._pool.submit(request_id, request.address.local_dir, self.shuffle_id, ranges, self._verify,
+                          address=request.address)
         self._in_flight[request_id] = _InFlight(request, request.num_blocks)
         self._bytes_in_flight += request.size
         self._reqs_in_flight += 1
@@ -335,6 +341,13 @@ class ShuffleBlockFetcher:
         self.peak_blocks_in_flight_per_address = max(
             self.peak_blocks_in_flight_per_address, self._blocks_in_flight[request.address]
         )
+
+    def _new_pool(self) -> FetchPool:
+        if self._transport == "ray":
+            from shuffle.engine.block_service import RayBlockTransport  # needs Ray: only on that backend
+
+            return RayBlockTransport(self._processes, self._timeout, self._read_fn, self._conf)  # type: ignore[return-value]
+        return FetchPool(self._processes, self._start_method, self._timeout, self._read_fn)
 
     def _release(self, request_id: int, size: int, blocks: int) -> None:
         flight = self._in_flight[request_id]
