@@ -48,6 +48,11 @@ class Aggregator:
         """The aggregator of ``group_by_key``: values gathered into lists, never combined on the map side."""
         return GroupByAggregator(_new_list, _append, _extend)
 
+    @property
+    def is_reduce(self) -> bool:
+        """True when a value is its own combiner (``reduce_by_key``): records need no conversion."""
+        return self.create_combiner is _identity
+
     def combine_values(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
         """Fold ``(key, value)`` records into ``into`` (key -> combiner); returns records seen."""
         create = None if self.create_combiner is _identity else self.create_combiner

@@ -167,6 +167,12 @@ _KEYS = [
     _int_key("shuffle.sort.maxMergeFanIn", 64, "spill files merged at once; more take several passes", 2),
     _choice_key("spark.shuffle.manager", "sort", ("sort", "tungsten-sort"), "the shuffle manager (both names mean sort)"),
     _choice_key("shuffle.writer.force", None, ("bypass", "serialized", "sort"), "force one writer (study, benchmarks)"),
+    _bool_key("shuffle.mapSideCombine.adaptive", True,
+              "stop combining on the map side when the first records show few repeated keys"),
+    _int_key("shuffle.mapSideCombine.adaptive.minRecords", 100_000,
+             "records combined before the map side judges whether combining pays", 1),
+    _fraction_key("shuffle.mapSideCombine.adaptive.uniqueKeysRatio", "0.8",
+                  "distinct keys per record in that sample above which the rest is not combined"),
     _size_key("spark.buffer.pageSize", None, "b", "page size of the serialized writer's record buffer", 1 << 10, 1 << 27),
     _bool_key("spark.shuffle.sync", True, "fsync shuffle files before they are renamed into place"),
     # memory

@@ -182,3 +182,48 @@ def test_empty_input_commits_an_empty_output(make_task):
     assert status.partition_lengths == (0, 0, 0)
     assert task.read() == {}
     assert task.writer.metrics.records_written == 0
+
+
+ADAPTIVE = {"shuffle.mapSideCombine.adaptive.minRecords": "200"}
+
+
+def read_merged(task, aggregator):
+    """Key -> the merge of every combiner the map wrote for it (what a reducer computes)."""
+    merged = {}
+    for records in task.read().values():
+        for key, combiner in records:
+            merged[key] = aggregator.merge_combiners(merged[key], combiner) if key in merged else combiner
+    return merged
+
+
+def test_mostly_distinct_keys_stop_the_map_side_combine_after_the_sample(make_task):
+    records = [(i, 1) for i in range(1000)] + [(i, 1) for i in range(100)]  # repeats only after the sample
+    task = make_task(8, ADAPTIVE, aggregator=SUM, map_side_combine=True)
+    task.write(records)
+    assert task.writer.metrics.records_written == 1100  # keys 0..99 written twice: not combined
+    assert read_merged(task, SUM) == {i: 2 if i < 100 else 1 for i in range(1000)}
+
+
+def test_repeated_keys_keep_the_map_side_combine(make_task):
+    records = [(i % 50, 1) for i in range(1000)]
+    task = make_task(8, ADAPTIVE, aggregator=SUM, map_side_combine=True)
+    task.write(records)
+    assert task.writer.metrics.records_written == 50
+    assert read_merged(task, SUM) == {i: 20 for i in range(50)}
+
+
+def test_the_adaptive_switch_can_be_turned_off(make_task):
+    records = [(i, 1) for i in range(1000)] + [(i, 1) for i in range(100)]
+    task = make_task(8, {**ADAPTIVE, "shuffle.mapSideCombine.adaptive": "false"}, aggregator=SUM,
+                     map_side_combine=True)
+    task.write(records)
+    assert task.writer.metrics.records_written == 1000
+
+
+def test_uncombined_records_become_combiners_through_create_combiner(make_task):
+    lists = Aggregator(lambda v: [v], lambda c, v: c + [v], lambda a, b: a + b)
+    records = [(i, i) for i in range(1000)] + [(3, -3)]
+    task = make_task(4, ADAPTIVE, aggregator=lists, map_side_combine=True)
+    task.write(records)
+    merged = read_merged(task, lists)
+    assert sorted(merged[3]) == [-3, 3] and all(merged[i] == [i] for i in range(1000) if i != 3)

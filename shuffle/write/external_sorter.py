@@ -449,6 +449,27 @@ class ExternalSorter(MemoryConsumer):
         self._reading = True
         return self._partitions()
 
+    @property
+    def inserted(self) -> int:
+        """Records inserted so far."""
+        return self._inserted
+
+    @property
+    def combined_keys(self) -> int:
+        """Keys combined in memory now (0 without an aggregator)."""
+        return len(self._combiners)
+
+    def take_combined(self) -> Iterator[Record]:
+        """Hand over the in-memory ``(key, combiner)`` items, unsorted; nothing may have spilled.
+
+        The sorter's output then counts as read; its memory stays reserved until :meth:`stop`.
+        """
+        if self.aggregator is None or self.spill_count or self._spills or self._reading or self._stopped:
+            raise ShuffleError("ExternalSorter.take_combined needs a combining sorter that has not spilled or been read")
+        self._reading = True
+        combiners, self._combiners = self._combiners, {}
+        return iter(combiners.items())
+
     def take_unspilled(self) -> Optional[List[Record]]:
         """The records in insertion order, handed over unsorted, if all are still in memory.
 

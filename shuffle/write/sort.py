@@ -15,15 +15,19 @@ sorter's, the commit is the base class's.
 
 from __future__ import annotations
 
-from itertools import islice
+import logging
+from itertools import chain, islice
 from typing import Any, Iterator, Optional
 
 from shuffle.errors import SerializationError
 from shuffle.write.base import Record, ShuffleWriter
+from shuffle.write.bypass import BypassMergeSortShuffleWriter as _PassThrough
 from shuffle.write.external_sorter import ExternalSorter
 from shuffle.write.output import MapOutputWriter
 
 __all__ = ["SortShuffleWriter"]
+
+logger = logging.getLogger(__name__)
 
 # Records encoded per call, at most; fewer when records are big, so the
 # encoder overshoots the file buffer by little.
@@ -59,6 +63,12 @@ class SortShuffleWriter(ShuffleWriter):
             observer=self.context.observer,
         )
         try:
+            if combine and self._judges_combining():
+                sample_size = self.conf.get_int("shuffle.mapSideCombine.adaptive.minRecords")
+                sorter.insert_all(islice(records, sample_size))  # streamed: the sorter accounts and spills
+                if self._combining_does_not_pay(sorter, sorter.inserted, sample_size):
+                    self._write_uncombined(sorter, records, output)
+                    return
             sorter.insert_all(records)
             for pid, partition in sorter.partitioned_iterator():
                 self.metrics.records_written += self._write_partition(pid, partition, output)
@@ -66,6 +76,44 @@ class SortShuffleWriter(ShuffleWriter):
             self.metrics.spill_count += sorter.spill_count
             self.metrics.memory_bytes_spilled += sorter.memory_bytes_spilled
             self.metrics.disk_bytes_spilled += sorter.disk_bytes_spilled
+
+    # Adaptive partial aggregation (as Trino's adaptive-partial-aggregation; Spark's
+    # RDD writer always combines): combining pays only when keys repeat within a map.
+    # After the first records, if most of their keys were distinct, the rest go out
+    # uncombined as (key, create_combiner(value)); the reducer merges combiners
+    # either way, so the result is the same, and the map saves a large dict.
+
+    def _judges_combining(self) -> bool:
+        dep = self.dependency
+        threshold = self.conf.get_int("spark.shuffle.sort.bypassMergeThreshold") or 0
+        return (self.conf.get_bool("shuffle.mapSideCombine.adaptive") is True and not dep.key_ordering
+                and self.num_partitions <= threshold  # the uncombined rest goes out the bypass way
+                and self.context.observer is None)  # explain traces show the plain algorithm
+
+    def _combining_does_not_pay(self, sorter: ExternalSorter, seen: int, sample_size: Optional[int]) -> bool:
+        if seen < (sample_size or 0) or sorter.spill_count:
+            return False  # a short input, or one that spilled already: combine as Spark does
+        ratio = self.conf.get_float("shuffle.mapSideCombine.adaptive.uniqueKeysRatio")
+        distinct = sorter.combined_keys
+        if distinct <= seen * (ratio or 1.0):
+            return False
+        logger.debug("map %d: %d distinct keys in the first %d records; the rest is not combined",
+                     self.map_id, distinct, seen)
+        return True
+
+    def _write_uncombined(self, sorter: ExternalSorter, rest: Iterator[Record], output: MapOutputWriter) -> None:
+        """What was combined so far, then every other record as its own combiner, by partition."""
+        aggregator = self.dependency.aggregator
+        assert aggregator is not None
+        combined = sorter.take_combined()
+        create = aggregator.create_combiner
+        tail = rest if aggregator.is_reduce else ((key, create(value)) for key, value in rest)
+        passthrough = _PassThrough(self.handle, self.map_id, self.context)
+        try:
+            passthrough._write_records(chain(combined, tail), output)
+        finally:
+            passthrough._release()
+            self.metrics.records_written += passthrough.metrics.records_written
 
     def _write_partition(self, pid: int, records: Iterator[Record], output: MapOutputWriter) -> int:
         """Encode one partition's records into ``output`` a file buffer at a time; returns their count."""
