@@ -12,7 +12,7 @@ from shuffle.errors import ConfigError
 __all__ = ["add_bench_parser"]
 
 MODES = ("auto", "bypass", "serialized", "sort")
-PEERS = ("pyspark", "dask")
+PEERS = ("pyspark", "dask", "duckdb", "polars")
 
 
 def add_bench_parser(commands: Any, positive_int: Any) -> None:
@@ -31,7 +31,10 @@ def add_bench_parser(commands: Any, positive_int: Any) -> None:
     bench.add_argument("--memory", help="memory per worker, e.g. 512m (spark.executor.memory)")
     bench.add_argument("--repeat", type=positive_int, help="runs per system; the median counts (default 3)")
     bench.add_argument("--peers", type=_peers, default=[], metavar="LIST",
-                       help="pyspark,dask: the same workloads on them when installed")
+                       help="pyspark,dask (object workloads), duckdb,polars (W1/W3/W4 on the same arrays), "
+                            "when installed")
+    bench.add_argument("--columnar", action="store_true",
+                       help="also run W1 (sum), W3 and W4 on the numpy columnar path")
     bench.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="any configuration key")
     bench.add_argument("--cache-dir", type=Path, help="where generated inputs are kept (default ~/.cache/shuffle-bench)")
     bench.add_argument("--profile", type=Path, metavar="DIR",
@@ -78,7 +81,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     options = BenchOptions(
         workloads=tuple(dict.fromkeys(workloads)), records=args.records, quick=args.quick,
         modes=tuple(dict.fromkeys(modes)), parallelism=args.parallelism, memory=args.memory,
-        repeat=args.repeat or (1 if args.quick else 3), peers=tuple(args.peers), conf=conf,
+        repeat=args.repeat or (1 if args.quick else 3), peers=tuple(args.peers), columnar=args.columnar, conf=conf,
         cache_dir=args.cache_dir)
     if options.peers:
         from shuffle.bench.peers import require

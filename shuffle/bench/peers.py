@@ -25,18 +25,20 @@ __all__ = ["run_peer", "require"]
 logger = logging.getLogger(__name__)
 
 
-_MODULES = {"pyspark": "pyspark", "dask": "dask.bag"}
+_MODULES = {"pyspark": "pyspark", "dask": "dask.bag", "duckdb": "duckdb", "polars": "polars"}
+COLUMNAR_PEERS = ("duckdb", "polars")
 
 
 def require(name: str) -> None:
     """Raise ``ConfigError`` naming the extra when peer ``name`` is not installed."""
     if name not in _MODULES:
-        raise ConfigError("--peers", name, "pyspark or dask")
+        raise ConfigError("--peers", name, "pyspark, dask, duckdb or polars")
     try:
         __import__(_MODULES[name])
     except ImportError:
         needs = " and Java 17+" if name == "pyspark" else ""
-        raise ConfigError("--peers", name, f"an installed peer: pip install 'shuffle[peers]'{needs}") from None
+        extra = "columnar-peers" if name in COLUMNAR_PEERS else "peers"
+        raise ConfigError("--peers", name, f"an installed peer: pip install 'shuffle[{extra}]'{needs}") from None
 
 
 def run_peer(name: str, workload: wl.Workload, inputs: Any, records: int, oracle: Any, options: Any) -> Optional[Any]:
@@ -44,12 +46,14 @@ def run_peer(name: str, workload: wl.Workload, inputs: Any, records: int, oracle
     from shuffle.bench.measure import repeat
     from shuffle.bench.runner import _row, check
 
+    if name in COLUMNAR_PEERS:
+        return _columnar_peer(name, workload, inputs, records, oracle, options)
     if name == "pyspark":
         session: Any = _PySpark(options.parallelism, options.memory)
     elif name == "dask":
         session = _Dask(options.parallelism)
     else:
-        raise ConfigError("--peers", name, "pyspark or dask")
+        raise ConfigError("--peers", name, "pyspark, dask, duckdb or polars")
     job = session.jobs.get(workload.name)
     if job is None:
         logger.warning("%s has no counterpart of %s (%s): skipped", name, workload.name, workload.title)
@@ -63,6 +67,24 @@ def run_peer(name: str, workload: wl.Workload, inputs: Any, records: int, oracle
         session.stop()
     check(workload.name, name, summary, oracle)
     return _row(workload.name, name, session.label, records, runs, startup_s=startup)
+
+
+def _columnar_peer(name: str, workload: wl.Workload, table: Any, records: int, oracle: Any, options: Any) -> Optional[Any]:
+    """DuckDB or Polars on the table's arrays, loaded into memory before the clock starts."""
+    import numpy as np
+
+    from shuffle.bench.measure import repeat
+    from shuffle.bench.runner import _row, check
+    from shuffle.columnar.bench import PEERS
+
+    job = PEERS[name].get(workload.name)
+    if job is None or not isinstance(table, Table):
+        logger.warning("%s runs only the columnar workloads (W1, W3, W4): %s skipped", name, workload.name)
+        return None
+    keys, values = np.load(table.keys_path), np.load(table.values_path)
+    runs, summary = repeat(lambda: job(keys, values), options.repeat)
+    check(workload.name, name, summary, oracle)
+    return _row(workload.name, name, "same arrays", records, runs)
 
 
 # ---------------------------------------------------------------- PySpark

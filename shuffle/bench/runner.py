@@ -46,6 +46,7 @@ class BenchOptions:
     memory: Optional[str] = None
     repeat: int = 3
     peers: Sequence[str] = ()
+    columnar: bool = False               # also run W1/W3/W4 on the numpy columnar path
     conf: Dict[str, str] = field(default_factory=dict)
     cache_dir: Optional[Path] = None
 
@@ -102,8 +103,15 @@ def run_bench(options: BenchOptions, on_row: Callable[[Row], None] = lambda row:
         runs, oracles[name] = repeat(lambda: workload.baseline(inputs[name]), options.repeat)
         rows = [_row(name, "baseline", workload.baseline_name, records, runs)]
         for mode in options.modes:
+            if workload.combines and mode in ("bypass", "serialized"):
+                # As in Spark: neither writer can combine on the map side.
+                logger.warning("%s combines on the map side: the %s writer cannot run it, skipped", name, mode)
+                continue
             rows.append(_engine_row(workload, mode, inputs[name], records, oracles[name], options))
-        if name == "W3" and options.modes:
+        if options.columnar and name in _columnar_jobs():
+            rows.append(_engine_row(workload, "columnar", inputs[name], records, oracles[name], options,
+                                    job=_columnar_jobs()[name]))
+        if name == "W3" and len(rows) > 1:
             rows.append(_disk_floor(options, records, int(rows[1].mb_shuffled * 1e6)))
         _add_ratios(rows)
         for row in rows:
@@ -122,6 +130,12 @@ def run_bench(options: BenchOptions, on_row: Callable[[Row], None] = lambda row:
     for rows in by_workload.values():
         _add_ratios(rows)
     return [row for name in options.workloads for row in by_workload[name]]
+
+
+def _columnar_jobs() -> Dict[str, Callable[[Any, Any], Any]]:
+    from shuffle.columnar.bench import COLUMNAR
+
+    return COLUMNAR
 
 
 def _inputs(workload: Workload, options: BenchOptions, cache_dir: Path) -> Any:
@@ -148,13 +162,16 @@ def check(workload: str, system: str, got: Any, oracle: Any) -> None:
 
 
 def _engine_row(workload: Workload, mode: str, inputs: Any, records: int, oracle: Any,
-                options: BenchOptions) -> Row:
+                options: BenchOptions, job: Optional[Callable[[Any, Any], Any]] = None) -> Row:
+    """The engine on ``workload`` (or on ``job``, the same workload another way), one context for all runs."""
     from shuffle.engine.context import Context
+
+    job = job or workload.engine
 
     conf = dict(options.conf)
     if options.memory is not None:
         conf["spark.executor.memory"] = options.memory
-    if mode != "auto":
+    if mode in ("bypass", "serialized", "sort"):
         conf["shuffle.writer.force"] = mode
     logger.info("%s: shuffle, mode %s", workload.name, mode)
     started = time.perf_counter()
@@ -163,7 +180,7 @@ def _engine_row(workload: Workload, mode: str, inputs: Any, records: int, oracle
         metrics: List[Any] = []
 
         def once() -> Any:
-            summary = workload.engine(ctx, inputs)
+            summary = job(ctx, inputs)
             metrics.append(ctx.last_job_metrics)
             return summary
 
@@ -206,11 +223,16 @@ def _write_read(size: int) -> Timed:
     return timed(run)
 
 
+def _reference_name(row: Row) -> str:
+    """What ratios call a row: its system, except that the columnar path is its own reference."""
+    return "columnar" if row.mode == "columnar" else row.system
+
+
 def _add_ratios(rows: List[Row]) -> None:
     """Each row's time over each other system's (the first row of that system) in the same run."""
     references: Dict[str, Row] = {}
     for row in rows:
-        references.setdefault(row.system, row)
+        references.setdefault(_reference_name(row), row)
     for row in rows:
         row.ratios.clear()
         for system, reference in references.items():

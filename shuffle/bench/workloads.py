@@ -36,6 +36,7 @@ class Workload:
     engine: Callable[[Any, Any], Summary]            # (context, input) -> summary
     baseline: Callable[[Any], Summary]               # input -> summary
     baseline_name: str
+    combines: bool = False                           # map-side combine: bypass and serialized cannot run it
 
 
 class TableSlices:
@@ -212,9 +213,9 @@ def w5_baseline(corpus: Corpus) -> Summary:
 
 
 WORKLOADS: Dict[str, Workload] = {w.name: w for w in [
-    Workload("W1", "reduce_by_key(add)", "table", w1_engine, w1_baseline, "dict"),
+    Workload("W1", "reduce_by_key(add)", "table", w1_engine, w1_baseline, "dict", combines=True),
     Workload("W2", "group_by_key", "table", w2_engine, w2_baseline, "dict of lists"),
     Workload("W3", "partition_by(64) + count", "table", w3_engine, w3_baseline, "buckets"),
     Workload("W4", "sort_by_key(64)", "table", w4_engine, w4_baseline, "sorted"),
-    Workload("W5", "word count", "corpus", w5_engine, w5_baseline, "dict"),
+    Workload("W5", "word count", "corpus", w5_engine, w5_baseline, "dict", combines=True),
 ]}
