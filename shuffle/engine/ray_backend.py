@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from typing import AbstractSet, Any, Dict, Iterator, List, Optional, Set
 
@@ -182,8 +183,10 @@ class RayBackend(ExecutorBackend):
         for node, ref in removals.items():
             try:
                 ray.get(ref, timeout=_SERVICE_CALL_TIMEOUT_S)
-            except Exception as e:  # its node is gone, and its files with it
+            except Exception as e:  # its node is gone, and its files with it ...
                 logger.debug("block service of node %s did not remove its files: %s", node, type(e).__name__)
+                if not self.keep_files:  # ... unless that "node" was a process on this very machine
+                    shutil.rmtree(node_directory(self.root, node), ignore_errors=True)
         for service in self._services.values():
             try:
                 ray.kill(service)
@@ -257,10 +260,8 @@ class RayBackend(ExecutorBackend):
             except Exception as e:
                 logger.warning("block service of node %s is gone: %s", host, type(e).__name__)
                 verdict[host] = True
-        lost = {location for location in locations if verdict[location.host]}
-        for host in {location.host for location in lost}:
-            self._services.pop(host, None)
-        return lost
+        # Dead services stay listed: stop() still removes their directories when it can see them.
+        return {location for location in locations if verdict[location.host]}
 
     def nodes_holding(self) -> List[str]:
         """Node ids with a block service (for diagnostics and tests)."""

@@ -73,6 +73,20 @@ def _survivors(before: set, timeout: float) -> List[str]:
         time.sleep(0.1)
 
 
+def _reap_adopted(before: set) -> None:
+    """Collect the exit status of orphans we adopted as subreaper (the workers of killed nodes).
+
+    Ray has waited for every process it started itself by now; left alone, these
+    would stay zombies of the test process, and of init after it.
+    """
+    for proc in psutil.Process().children():
+        try:
+            if proc.pid not in before and proc.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(proc.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
 class LocalCluster:
     """A started 3-node Cluster; ``kill(node)`` removes a node as a crash would."""
 
@@ -119,6 +133,7 @@ def make_cluster() -> Iterator[Any]:
         for cluster in made:
             cluster.shutdown()
         alive = _survivors(before, timeout=20.0)
+        _reap_adopted(before)
         _set_subreaper(False)
     assert not alive, f"Ray processes left running: {alive}"
     for cluster in made:

@@ -116,6 +116,7 @@ def test_a_lost_node_loses_its_outputs_and_only_those_maps_rerun(make_cluster: A
         assert stages[1].tasks == len(lost_maps)
         assert victim.node_id not in _outputs_by_node(ctx, 0)
         assert sorted(m for ms in _outputs_by_node(ctx, 0).values() for m in ms) == list(range(6))
+    assert list((tmp_path / "ctx").glob("node-*")) == []  # the dead node's directory too (same machine)
 
 
 def test_a_node_killed_mid_job_still_gives_exact_results(make_cluster: Any, tmp_path: Path) -> None:
@@ -158,6 +159,7 @@ def test_a_node_killed_mid_job_still_gives_exact_results(make_cluster: Any, tmp_
         failed_attempts = sum(s.attempts - s.tasks for s in stages)
         assert map_runs > 9 or failed_attempts > 0  # the loss was noticed and recovered from
         assert killed[0] not in _outputs_by_node(ctx, 0)
+    assert list((tmp_path / "ctx").glob("node-*")) == []
 
 
 def test_a_job_that_keeps_losing_nodes_stops_at_the_stage_attempt_limit(make_cluster: Any, tmp_path: Path) -> None:
@@ -178,3 +180,5 @@ def test_a_job_that_keeps_losing_nodes_stops_at_the_stage_attempt_limit(make_clu
         assert "fetch failed" in message and victim.node_id in message
         # The context stays usable, and the lost outputs are recomputed by the next job.
         assert dict(sums.collect()) == _sums(records)
+        assert [s.kind for s in ctx.last_job_metrics.stages] == ["map", "result"]
+    assert list((tmp_path / "ctx").glob("node-*")) == []
