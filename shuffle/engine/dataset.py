@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, Itera
 
 from shuffle.aggregator import Aggregator
 from shuffle.dependency import ShuffleDependency, ShuffleHandle
+from shuffle.engine.sampling import per_partition_sample_size, proportional_sample, sketch_keys
 from shuffle.engine.textio import TextSplit, read_lines
-from shuffle.errors import SerializationError, ShuffleError
+from shuffle.errors import ShuffleError
 from shuffle.partitioner import HashPartitioner, Partitioner, RangePartitioner
 
 if TYPE_CHECKING:
@@ -167,9 +168,9 @@ class Dataset:
         n = self._default_partitions(num_partitions)
         sample: List[Any] = []
         if n > 1:
-            count = self.count()
-            fraction = RangePartitioner.sample_fraction(n, count)
-            sample = self.map_partitions_with_index(_sample_keys(fraction)).collect()
+            k = per_partition_sample_size(n, self.num_partitions)
+            sketches = self.map_partitions_with_index(sketch_keys(k)).collect()
+            sample = proportional_sample(sketches, RangePartitioner.sample_size(n))
         try:
             partitioner = RangePartitioner(n, sample, ascending=ascending, key_func=key_func)
         except TypeError as e:
@@ -378,18 +379,6 @@ def _reduce_partition(f: Callable[[Any, Any], Any]) -> Callable[[Iterator[Any]],
 
 def _count_keys(it: Iterator[Any]) -> Counter:
     return Counter(key for key, _ in it)
-
-
-def _sample_keys(fraction: float) -> PartitionFunc:
-    def run(split: int, it: Iterator[Any]) -> Iterator[Any]:
-        import random
-        rng = random.Random(split)  # fixed per partition: a rerun samples the same keys
-        for position, record in enumerate(it):
-            if type(record) is not tuple or len(record) != 2:
-                raise SerializationError(type(record).__name__, "records must be (key, value) 2-tuples", position)
-            if rng.random() < fraction:
-                yield record[0]
-    return run
 
 
 def _tag(side: int) -> Callable[[Any], Tuple[int, Any]]:
