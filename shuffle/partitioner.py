@@ -17,7 +17,7 @@ import logging
 import operator
 from abc import ABC, abstractmethod
 from bisect import bisect_left
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -177,6 +177,8 @@ class RangePartitioner(Partitioner):
             self._bounds = []
         # Compared against key_func(key); computed once, not per key.
         self._bound_keys = [kf(b) for b in self._bounds]
+        # Plain int bounds within int64 let int keys be placed by one searchsorted.
+        self._int_bounds = _int64_array(self._bound_keys) if key_func is None else None
 
     @staticmethod
     def sample_size(num_partitions: int) -> int:
@@ -230,10 +232,15 @@ class RangePartitioner(Partitioner):
         return p if self._ascending else self._n - 1 - p
 
     def partition_ids(self, keys: Iterable[Any]) -> np.ndarray:
-        """All keys' partitions at once (one ``bisect_left`` per key)."""
+        """All keys' partitions at once: ``bisect_left`` per key, or one ``searchsorted`` for int keys."""
         seq = _key_sequence(keys)
         bound_keys = self._bound_keys
         kf = self._key_func
+        int_keys = _int64_array(seq) if self._int_bounds is not None and seq else None
+        if int_keys is not None:
+            # bisect_left over sorted bounds is searchsorted(side="left"), for every key at once.
+            out = np.searchsorted(self._int_bounds, int_keys, side="left").astype(np.int32)
+            return out if self._ascending else np.int32(self._n - 1) - out
         if kf is not None:
             ids = [bisect_left(bound_keys, kf(k)) for k in seq]
         else:
@@ -249,3 +256,15 @@ class RangePartitioner(Partitioner):
     def __repr__(self) -> str:
         direction = "ascending" if self._ascending else "descending"
         return f"RangePartitioner({self._n}, bounds={self._bounds!r}, {direction})"
+
+
+def _int64_array(values: Sequence[Any]) -> Optional[np.ndarray]:
+    """``values`` as int64 when every one is a plain int (not bool) that fits; else None."""
+    if not isinstance(values, list):
+        values = list(values)
+    if set(map(type, values)) - {int}:
+        return None
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return None

@@ -10,7 +10,7 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shuffle.errors import ConfigError
@@ -285,3 +285,12 @@ def test_sample_fraction_follows_pysparks_rule():
         RangePartitioner.sample_fraction(4, -1)
     with pytest.raises(TypeError):
         RangePartitioner.sample_fraction(4, 1.5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sample=st.lists(st.integers(-2**70, 2**70), max_size=60),
+       keys=st.lists(st.one_of(st.integers(-2**70, 2**70), st.integers(-50, 50), st.booleans()), max_size=80),
+       n=st.integers(1, 9), ascending=st.booleans())
+def test_range_partition_ids_of_int_keys_equal_get_partition_key_by_key(sample, keys, n, ascending):
+    partitioner = RangePartitioner(n, sample, ascending=ascending)
+    assert partitioner.partition_ids(keys).tolist() == [partitioner.get_partition(k) for k in keys]
