@@ -24,6 +24,7 @@ class MemorySampler:
     """Peak RSS in bytes: of all processes together, and of the largest single process."""
 
     interval: float = 0.05
+    children: bool = True
     peak_total: int = 0
     peak_process: int = 0
     peaks_by_pid: Dict[int, int] = field(default_factory=dict)
@@ -50,7 +51,7 @@ class MemorySampler:
     def _sample(self) -> None:
         total = 0
         try:
-            processes = [self._me] + self._me.children(recursive=True)
+            processes = [self._me] + (self._me.children(recursive=True) if self.children else [])
         except psutil.Error:
             return
         for process in processes:
@@ -73,9 +74,9 @@ class Timed:
     peak_rss_process: int
 
 
-def timed(func: Callable[[], Any]) -> Timed:
-    """Run ``func`` once, timing it and sampling memory."""
-    with MemorySampler() as memory:
+def timed(func: Callable[[], Any], children: bool = True) -> Timed:
+    """Run ``func`` once, timing it and sampling memory (of the child processes too, unless told not to)."""
+    with MemorySampler(children=children) as memory:
         started = time.perf_counter()
         result = func()
         seconds = time.perf_counter() - started

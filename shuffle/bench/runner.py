@@ -1,10 +1,11 @@
 """Runs the chosen workloads on the engine, on their baselines and on the peers, in one invocation.
 
-For each workload: prepare the input (cached, not timed), run the baseline
-``repeat`` times (its summary is the oracle), then each engine mode and each
-peer ``repeat`` times, checking every run's summary against the oracle before
-its time counts. A context (or a peer's session) is started once per mode and
-its start-up time reported apart from the runs.
+For each workload: prepare the input (cached, not timed), then ``repeat``
+rounds of the baseline and every engine mode in turn (the baseline's first
+summary is the oracle; every run's summary is checked against it before its
+time counts), so ratios are taken run by run. Each mode's context is started
+once and its start-up time reported apart. Peers run last, after every
+workload, so a JVM or a worker pool never sits beside a measured engine.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from shuffle.bench import data
-from shuffle.bench.measure import Timed, median, repeat, timed
+from shuffle.bench.measure import Timed, median, timed
 from shuffle.bench.workloads import WORKLOADS, Workload
 from shuffle.errors import ShuffleError
 
@@ -78,6 +79,7 @@ class Row:
     peak_rss_total_mb: float = 0.0
     peak_rss_process_mb: float = 0.0
     ratios: Dict[str, float] = field(default_factory=dict)
+    paired: bool = False                 # runs interleaved with the workload's other paired rows
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -98,21 +100,7 @@ def run_bench(options: BenchOptions, on_row: Callable[[Row], None] = lambda row:
     for name in options.workloads:
         workload = WORKLOADS[name]
         inputs[name] = _inputs(workload, options, cache_dir)
-        records = _record_count(inputs[name])
-        logger.info("%s: baseline (%s)", name, workload.baseline_name)
-        runs, oracles[name] = repeat(lambda: workload.baseline(inputs[name]), options.repeat)
-        rows = [_row(name, "baseline", workload.baseline_name, records, runs)]
-        for mode in options.modes:
-            if workload.combines and mode in ("bypass", "serialized"):
-                # As in Spark: neither writer can combine on the map side.
-                logger.warning("%s combines on the map side: the %s writer cannot run it, skipped", name, mode)
-                continue
-            rows.append(_engine_row(workload, mode, inputs[name], records, oracles[name], options))
-        if options.columnar and name in _columnar_jobs():
-            rows.append(_engine_row(workload, "columnar", inputs[name], records, oracles[name], options,
-                                    job=_columnar_jobs()[name]))
-        if name == "W3" and len(rows) > 1:
-            rows.append(_disk_floor(options, records, int(rows[1].mb_shuffled * 1e6)))
+        rows, oracles[name] = _measure_workload(workload, inputs[name], options)
         _add_ratios(rows)
         for row in rows:
             on_row(row)
@@ -161,39 +149,83 @@ def check(workload: str, system: str, got: Any, oracle: Any) -> None:
         raise WorkloadMismatch(f"{workload} on {system}: result {got!r} differs from the baseline's {oracle!r}")
 
 
-def _engine_row(workload: Workload, mode: str, inputs: Any, records: int, oracle: Any,
-                options: BenchOptions, job: Optional[Callable[[Any, Any], Any]] = None) -> Row:
-    """The engine on ``workload`` (or on ``job``, the same workload another way), one context for all runs."""
-    from shuffle.engine.context import Context
+def _measure_workload(workload: Workload, inputs: Any, options: BenchOptions) -> Tuple[List[Row], Any]:
+    """The baseline and every engine mode, run in turn (baseline, mode 1, mode 2, ... then again).
 
-    job = job or workload.engine
+    Interleaved, so a drift in the machine's speed reaches every system alike;
+    ratios are then taken run by run. The baseline's first result is the oracle.
+    """
+    records = _record_count(inputs)
+    engines: List[_Engine] = []
+    try:
+        for mode in options.modes:
+            if workload.combines and mode in ("bypass", "serialized"):
+                # As in Spark: neither writer can combine on the map side.
+                logger.warning("%s combines on the map side: the %s writer cannot run it, skipped", workload.name, mode)
+                continue
+            engines.append(_Engine(workload, mode, inputs, options))
+        if options.columnar and workload.name in _columnar_jobs():
+            engines.append(_Engine(workload, "columnar", inputs, options, job=_columnar_jobs()[workload.name]))
+        baseline_runs: List[Timed] = []
+        oracle: Any = None
+        for i in range(options.repeat):
+            # The baseline's own process only: idle engine workers are not its memory.
+            run = timed(lambda: workload.baseline(inputs), children=False)
+            if i == 0:
+                oracle = run.result
+            check(workload.name, "baseline (a rerun)", run.result, oracle)
+            baseline_runs.append(run)
+            for engine in engines:
+                engine.run_once(oracle)
+    finally:
+        for engine in engines:
+            engine.close()
+    rows = [_row(workload.name, "baseline", workload.baseline_name, records, baseline_runs, paired=True)]
+    rows.extend(engine.row(records) for engine in engines)
+    if workload.name == "W3" and len(rows) > 1:
+        rows.append(_disk_floor(options, records, int(rows[1].mb_shuffled * 1e6)))
+    return rows, oracle
 
-    conf = dict(options.conf)
-    if options.memory is not None:
-        conf["spark.executor.memory"] = options.memory
-    if mode in ("bypass", "serialized", "sort"):
-        conf["shuffle.writer.force"] = mode
-    logger.info("%s: shuffle, mode %s", workload.name, mode)
-    started = time.perf_counter()
-    with Context(parallelism=options.parallelism, conf=conf, progress=False) as ctx:
-        startup = time.perf_counter() - started
-        metrics: List[Any] = []
 
-        def once() -> Any:
-            summary = job(ctx, inputs)
-            metrics.append(ctx.last_job_metrics)
-            return summary
+class _Engine:
+    """One engine mode on one workload: its context stays open across the runs."""
 
-        runs, summary = repeat(once, options.repeat)
-    check(workload.name, f"shuffle ({mode})", summary, oracle)
-    last = metrics[-1]
-    shuffled = sum(s.write.bytes_written for s in last.stages if s.kind == "map")
-    spills = sum(s.write.spill_count + s.read.spill_count for s in last.stages)
-    chosen = ",".join(sorted({s.write_mode for s in last.stages if s.write_mode}))
-    row = _row(workload.name, "shuffle", mode, records, runs, startup_s=startup,
-               mb_shuffled=shuffled / 1e6, spills=spills, write_mode=chosen)
-    row.mb_per_s = row.mb_shuffled / row.seconds if row.seconds else 0.0
-    return row
+    def __init__(self, workload: Workload, mode: str, inputs: Any, options: BenchOptions,
+                 job: Optional[Callable[[Any, Any], Any]] = None) -> None:
+        from shuffle.engine.context import Context
+
+        self.workload, self.mode, self.inputs = workload, mode, inputs
+        self.job = job or workload.engine
+        conf = dict(options.conf)
+        if options.memory is not None:
+            conf["spark.executor.memory"] = options.memory
+        if mode in ("bypass", "serialized", "sort"):
+            conf["shuffle.writer.force"] = mode
+        started = time.perf_counter()
+        self.ctx = Context(parallelism=options.parallelism, conf=conf, progress=False)
+        self.startup = time.perf_counter() - started
+        self.runs: List[Timed] = []
+        self.metrics: List[Any] = []
+
+    def run_once(self, oracle: Any) -> None:
+        logger.info("%s: shuffle, mode %s, run %d", self.workload.name, self.mode, len(self.runs) + 1)
+        run = timed(lambda: self.job(self.ctx, self.inputs))
+        check(self.workload.name, f"shuffle ({self.mode})", run.result, oracle)
+        self.runs.append(run)
+        self.metrics.append(self.ctx.last_job_metrics)
+
+    def close(self) -> None:
+        self.ctx.stop()
+
+    def row(self, records: int) -> Row:
+        last = self.metrics[-1]
+        shuffled = sum(s.write.bytes_written for s in last.stages if s.kind == "map")
+        spills = sum(s.write.spill_count + s.read.spill_count for s in last.stages)
+        chosen = ",".join(sorted({s.write_mode for s in last.stages if s.write_mode}))
+        row = _row(self.workload.name, "shuffle", self.mode, records, self.runs, startup_s=self.startup,
+                   mb_shuffled=shuffled / 1e6, spills=spills, write_mode=chosen, paired=True)
+        row.mb_per_s = row.mb_shuffled / row.seconds if row.seconds else 0.0
+        return row
 
 
 def _disk_floor(options: BenchOptions, records: int, size: int) -> Row:
@@ -229,12 +261,17 @@ def _reference_name(row: Row) -> str:
 
 
 def _add_ratios(rows: List[Row]) -> None:
-    """Each row's time over each other system's (the first row of that system) in the same run."""
+    """Each row's time over each other system's (the first row of that system) in the same invocation."""
     references: Dict[str, Row] = {}
     for row in rows:
         references.setdefault(_reference_name(row), row)
     for row in rows:
         row.ratios.clear()
         for system, reference in references.items():
-            if reference is not row and reference.seconds:
+            if reference is row or not reference.seconds:
+                continue
+            if row.paired and reference.paired and len(row.runs) == len(reference.runs):
+                # Run i of each was measured back to back: the median of the pairwise ratios.
+                row.ratios[system] = median([a / b for a, b in zip(row.runs, reference.runs) if b])
+            else:
                 row.ratios[system] = row.seconds / reference.seconds
