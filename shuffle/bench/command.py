@@ -33,6 +33,7 @@ def add_bench_parser(commands: Any, positive_int: Any) -> None:
     bench.add_argument("--peers", type=_peers, default=[], metavar="LIST",
                        help="pyspark,dask (object workloads), duckdb,polars (W1/W3/W4 on the same arrays), "
                             "when installed")
+    bench.add_argument("--peer-repeat", type=positive_int, metavar="N", help="runs per peer (default: --repeat)")
     bench.add_argument("--columnar", action="store_true",
                        help="also run W1 (sum), W3 and W4 on the numpy columnar path")
     bench.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="any configuration key")
@@ -81,8 +82,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     options = BenchOptions(
         workloads=tuple(dict.fromkeys(workloads)), records=args.records, quick=args.quick,
         modes=tuple(dict.fromkeys(modes)), parallelism=args.parallelism, memory=args.memory,
-        repeat=args.repeat or (1 if args.quick else 3), peers=tuple(args.peers), columnar=args.columnar, conf=conf,
-        cache_dir=args.cache_dir)
+        repeat=args.repeat or (1 if args.quick else 3), peers=tuple(args.peers), peer_repeat=args.peer_repeat,
+        columnar=args.columnar, conf=conf, cache_dir=args.cache_dir)
     if options.peers:
         from shuffle.bench.peers import require
         for peer in options.peers:

@@ -62,7 +62,7 @@ def run_peer(name: str, workload: wl.Workload, inputs: Any, records: int, oracle
     session.start()
     try:
         startup = time.perf_counter() - started
-        runs, summary = repeat(lambda: job(session, inputs), options.repeat)
+        runs, summary = repeat(lambda: job(session, inputs), options.peer_repeat or options.repeat)
     finally:
         session.stop()
     check(workload.name, name, summary, oracle)
@@ -82,7 +82,7 @@ def _columnar_peer(name: str, workload: wl.Workload, table: Any, records: int, o
         logger.warning("%s runs only the columnar workloads (W1, W3, W4): %s skipped", name, workload.name)
         return None
     keys, values = np.load(table.keys_path), np.load(table.values_path)
-    runs, summary = repeat(lambda: job(keys, values), options.repeat)
+    runs, summary = repeat(lambda: job(keys, values), options.peer_repeat or options.repeat)
     check(workload.name, name, summary, oracle)
     return _row(workload.name, name, "same arrays", records, runs)
 

@@ -47,6 +47,7 @@ class BenchOptions:
     memory: Optional[str] = None
     repeat: int = 3
     peers: Sequence[str] = ()
+    peer_repeat: Optional[int] = None    # runs per peer (default: repeat); PySpark at 10M rows is slow
     columnar: bool = False               # also run W1/W3/W4 on the numpy columnar path
     conf: Dict[str, str] = field(default_factory=dict)
     cache_dir: Optional[Path] = None
