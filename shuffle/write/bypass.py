@@ -18,7 +18,6 @@ this writer is only chosen for few partitions.
 from __future__ import annotations
 
 import itertools
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, List, Optional
 
@@ -27,6 +26,7 @@ import numpy as np
 from shuffle.errors import SerializationError
 from shuffle.write.base import Record, ShuffleWriter
 from shuffle.write.output import MapOutputWriter, disk_errors
+from shuffle.write.records import all_tuples, gather
 
 __all__ = ["BypassMergeSortShuffleWriter"]
 
@@ -65,7 +65,7 @@ class BypassMergeSortShuffleWriter(ShuffleWriter):
             order = np.argsort(pids, kind="stable")
             ordered_pids = pids[order]
             starts = np.flatnonzero(np.diff(ordered_pids)) + 1
-            ordered = _gather(chunk, order.tolist())
+            ordered = gather(chunk, order.tolist())
             bounds = [0, *starts.tolist(), len(chunk)]
             for start, end in zip(bounds, bounds[1:]):
                 pid = int(ordered_pids[start])
@@ -130,17 +130,10 @@ class BypassMergeSortShuffleWriter(ShuffleWriter):
         self._encoders = [None] * self.num_partitions
 
 
-def _gather(items: List[Record], order: List[int]) -> List[Record]:
-    """``[items[i] for i in order]`` in one C call."""
-    if len(order) < 2:
-        return [items[i] for i in order]
-    return list(itemgetter(*order)(items))
-
-
 def _keys_of(chunk: List[Any], position: int) -> List[Any]:
     """The keys of a chunk of records; a record that is not a (key, value) pair is an error."""
     try:
-        if not set(map(type, chunk)) <= {tuple}:  # a list or "ab" unpacks, but is not a pair
+        if not all_tuples(chunk):  # a list or "ab" unpacks, but is not a pair
             raise TypeError("not a tuple")
         return [key for key, _ in chunk]
     except (TypeError, ValueError):

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
-import re
-from itertools import accumulate, chain, groupby, islice, tee
+from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -48,7 +46,10 @@ from shuffle.conf import ShuffleConf
 from shuffle.errors import ConfigError, SerializationError, ShuffleError
 from shuffle.kernels import load
 from shuffle.memory import MemoryConsumer, SizeTracker, SpillPolicy, TaskMemoryManager
+from shuffle.write.merge_steps import comparing, decorate, fan_in_within_fd_limit, fold, incomparable
+from shuffle.write.memory_run import MemoryRun
 from shuffle.write.observer import WriteObserver
+from shuffle.write.records import all_tuples, first_malformed, first_unhashable, gather, malformed, refuse_nan
 from shuffle.write.spill_file import SpillFile, SpillReader, write_spill
 
 __all__ = ["ExternalSorter", "MAX_MERGE_FAN_IN_KEY", "DEFAULT_MAX_MERGE_FAN_IN"]
@@ -66,9 +67,6 @@ DEFAULT_MAX_MERGE_FAN_IN = 64
 # 32 records (Spark's Spillable).
 _INSERT_CHUNK_RECORDS = 1024
 _INSERT_CHUNK_BYTES = 1 << 20
-# Records handed out at a time from the in-memory run; a forced spill while
-# reading takes effect at the next hand-out.
-_READ_CHUNK_RECORDS = 1024
 # Bytes per record a list buffer adds to what its records hold (two pointers:
 # the buffer and the sorted copy made when it spills).
 _BUFFER_OVERHEAD = 16
@@ -77,80 +75,6 @@ Record = Tuple[Any, Any]
 PartitionIds = Callable[[List[Any]], np.ndarray]
 _key_of = itemgetter(0)
 _record_of = itemgetter(1)
-
-
-class _MemoryRun:
-    """A sorted in-memory run, handed out by partition in chunks.
-
-    After :meth:`switch_to` (a spill while reading) the rest comes from the
-    spill file, even for a partition half handed out. ``original`` is the
-    insertion-ordered buffer (no aggregator), kept to name input positions.
-    """
-
-    def __init__(self, records: List[Record], parts: List[int], counts: List[int],
-                 original: Optional[List[Record]], base: int) -> None:
-        self.records: Optional[List[Record]] = records
-        self.parts = parts
-        self.ends = list(accumulate(counts))
-        self.starts = [end - count for end, count in zip(self.ends, counts)]
-        self.original = original
-        self.base = base
-        self.pos = 0  # first record not handed out yet
-        self.cursor = 0  # index in parts of the partition being handed out
-        self.reader: Optional[SpillReader] = None
-
-    def __len__(self) -> int:
-        return self.ends[-1] if self.ends else 0
-
-    def partition(self, pid: int) -> Optional[Iterator[Record]]:
-        if self.reader is not None:
-            return self.reader.partition(pid)
-        while self.cursor < len(self.parts) and self.parts[self.cursor] < pid:
-            self.cursor += 1
-        if self.cursor == len(self.parts) or self.parts[self.cursor] != pid:
-            return None
-        self.pos = self.starts[self.cursor]
-        return chain.from_iterable(self._chunks(self.cursor))
-
-    def _chunks(self, index: int) -> Iterator[Iterable[Record]]:
-        end = self.ends[index]
-        while True:
-            if self.reader is not None:
-                rest = self.reader.partition(self.parts[index])
-                if rest is not None:
-                    yield rest
-                return
-            if self.pos >= end or self.records is None:
-                return
-            stop = min(self.pos + _READ_CHUNK_RECORDS, end)
-            chunk = self.records[self.pos:stop]
-            self.pos = stop
-            yield chunk
-
-    def remaining(self) -> Iterator[Tuple[int, Iterator[Record]]]:
-        """What is not handed out yet, by partition."""
-        records = self.records
-        assert records is not None
-        for i in range(self.cursor, len(self.parts)):
-            start = max(self.starts[i], self.pos)
-            if start < self.ends[i]:
-                yield self.parts[i], _list_range(records, start, self.ends[i])
-
-    def switch_to(self, reader: Optional[SpillReader]) -> None:
-        """The rest now lives in a spill file (None: there was no rest)."""
-        self.records = None
-        self.original = None
-        self.reader = reader
-        self.cursor = len(self.parts)
-
-    def position_of(self, record: object) -> Optional[int]:
-        """Input position of ``record`` (by identity), error path only."""
-        if self.original is None:
-            return None
-        for i, candidate in enumerate(self.original):
-            if candidate is record:
-                return self.base + i
-        return None
 
 
 class _EntrySample:
@@ -232,7 +156,7 @@ class ExternalSorter(MemoryConsumer):
         self._spills: List[SpillFile] = []
         self._files: List[Path] = []
         self._readers: List[SpillReader] = []
-        self._run: Optional[_MemoryRun] = None
+        self._run: Optional[MemoryRun] = None
         self._reading = False
         self._stopped = False
 
@@ -266,10 +190,10 @@ class ExternalSorter(MemoryConsumer):
         try:
             self.aggregator.combine_values(chunk, combiners)  # type: ignore[union-attr]
         except (TypeError, ValueError) as e:
-            bad = _first_malformed(chunk)
+            bad = first_malformed(chunk)
             if bad is not None:
-                raise _malformed(chunk[bad]).at(self._inserted + bad) from e
-            bad = _first_unhashable(chunk)
+                raise malformed(chunk[bad]).at(self._inserted + bad) from e
+            bad = first_unhashable(chunk)
             if bad is not None:
                 key = chunk[bad][0]
                 raise ShuffleError(
@@ -283,14 +207,14 @@ class ExternalSorter(MemoryConsumer):
     def _append(self, chunk: List[Record]) -> None:
         if self.partition_ids is not None or self.key_ordering:
             try:
-                if not _all_tuples(chunk):
+                if not all_tuples(chunk):
                     raise TypeError("not a tuple")
                 keys = [key for key, _ in chunk]
             except (TypeError, ValueError) as e:
-                bad = _first_malformed(chunk)
+                bad = first_malformed(chunk)
                 if bad is None:
                     raise
-                raise _malformed(chunk[bad]).at(self._inserted + bad) from e
+                raise malformed(chunk[bad]).at(self._inserted + bad) from e
             pids = self._partitions_of(keys)
             if pids is not None:
                 self._pid_chunks.append(pids)
@@ -312,7 +236,7 @@ class ExternalSorter(MemoryConsumer):
 
     # ------------------------------------------------------------------ sort
 
-    def _sorted_run(self, final: bool = False) -> _MemoryRun:
+    def _sorted_run(self, final: bool = False) -> MemoryRun:
         """Sort what memory holds into a run and start an empty collection.
 
         ``final``: the only run, with no spill to merge it with. Ordering by key
@@ -332,11 +256,11 @@ class ExternalSorter(MemoryConsumer):
         self._combiners, self._buffer, self._keys, self._pid_chunks = {}, [], [], []
         self._run_base = self._inserted
         if not items:
-            return _MemoryRun([], [], [], None, base)
+            return MemoryRun([], [], [], None, base)
         if pids is None and not self.key_ordering and (self.aggregator is None or final):
-            return _MemoryRun(items, [0], [len(items)], original, base)  # nothing to sort
+            return MemoryRun(items, [0], [len(items)], original, base)  # nothing to sort
         order, parts, counts = self._order(keys, pids, len(items), by_hash=not final)
-        return _MemoryRun(_gather(items, order), parts, counts, original, base)
+        return MemoryRun(gather(items, order), parts, counts, original, base)
 
     def _partitions_of(self, keys: List[Any]) -> Optional[np.ndarray]:
         if self.partition_ids is None or not keys:
@@ -364,7 +288,7 @@ class ExternalSorter(MemoryConsumer):
     def _order_by_key(self, order: List[int], keys: List[Any], counts: List[int]) -> None:
         """Sort each partition's stretch of ``order`` (indices into ``keys``) by key, in place."""
         ranked = keys if self.sort_key is None else list(map(self.sort_key, keys))
-        _refuse_nan(ranked)
+        refuse_nan(ranked)
         by_key = ranked.__getitem__
         reverse = not self.ascending
         start = 0
@@ -374,7 +298,7 @@ class ExternalSorter(MemoryConsumer):
                 try:
                     stretch.sort(key=by_key, reverse=reverse)
                 except TypeError as e:
-                    raise _incomparable(e, [ranked[i] for i in stretch]) from e
+                    raise incomparable(e, [ranked[i] for i in stretch]) from e
                 order[start:start + count] = stretch
             start += count
 
@@ -490,7 +414,7 @@ class ExternalSorter(MemoryConsumer):
 
     def _partitions(self) -> Iterator[Tuple[int, Iterator[Record]]]:
         run = self._run = self._sorted_run(final=not self._spills)
-        self.max_fan_in = _fan_in_within_fd_limit(self.max_fan_in)
+        self.max_fan_in = fan_in_within_fd_limit(self.max_fan_in)
         self._merge_spills_down(self.max_fan_in - (1 if len(run) else 0))
         readers = [self._open_reader(spill) for spill in self._spills]
         sources: List[Any] = [*readers, run]
@@ -516,15 +440,15 @@ class ExternalSorter(MemoryConsumer):
             return chain.from_iterable(streams)
         reverse = self.key_ordering and not self.ascending
         if self.aggregator is None and self.sort_key is None:
-            return _comparing(heapq.merge(*streams, key=_key_of, reverse=reverse))
+            return comparing(heapq.merge(*streams, key=_key_of, reverse=reverse))
         rank = self.sort_key if self.key_ordering else _portable_hash
-        decorated = [_decorate(stream, rank) for stream in streams]
+        decorated = [decorate(stream, rank) for stream in streams]
         merged = heapq.merge(*decorated, key=_key_of, reverse=reverse)
         if self.key_ordering:
-            merged = _comparing(merged)
+            merged = comparing(merged)
         if self.aggregator is None:
             return map(_record_of, merged)
-        return _fold(merged, self.aggregator.merge_combiners)
+        return fold(merged, self.aggregator.merge_combiners)
 
     def _merge_spills_down(self, limit: int) -> None:
         """Merge consecutive spills until at most ``max(limit, 1)`` remain (never more than fan-in open)."""
@@ -611,124 +535,6 @@ class ExternalSorter(MemoryConsumer):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _list_range(records: List[Record], start: int, end: int) -> Iterator[Record]:
-    """``records[start:end]`` without copying it whole."""
-    step = _READ_CHUNK_RECORDS
-    return chain.from_iterable(records[i:min(i + step, end)] for i in range(start, end, step))
-
-
-def _gather(items: List[Record], order: List[int]) -> List[Record]:
-    """``[items[i] for i in order]``; itemgetter does it in one C call."""
-    if len(order) < 2:
-        return [items[i] for i in order]
-    return list(itemgetter(*order)(items))
-
-
-def _decorate(stream: Iterator[Record], rank: Optional[Callable[[Any], Any]]) -> Iterator[Tuple[Any, Record]]:
-    """``(rank(key), record)`` pairs (the key itself for no rank), in C loops: no Python frame per record."""
-    keys, records = tee(stream)
-    ranks = map(_key_of, keys)
-    return zip(ranks if rank is None else map(rank, ranks), records)
-
-
-def _fold(merged: Iterator[Tuple[Any, Record]], merge_combiners: Callable[[Any, Any], Any]) -> Iterator[Record]:
-    """Combine records with truly equal keys among those of equal rank."""
-    for _, group in groupby(merged, key=_key_of):
-        first = next(group)
-        second = next(group, None)
-        if second is None:
-            yield first[1]
-            continue
-        combined: Dict[Any, Any] = {}
-        for _, (key, combiner) in chain((first, second), group):
-            if key in combined:
-                combined[key] = merge_combiners(combined[key], combiner)
-            else:
-                combined[key] = combiner
-        yield from combined.items()
-
-
-def _comparing(merged: Iterator[Any]) -> Iterator[Any]:
-    try:
-        yield from merged
-    except TypeError as e:
-        raise _incomparable(e, []) from e
-
-
-_TYPES_IN_MESSAGE = re.compile(r"instances of '([^']+)' and '([^']+)'")
-
-
-def _incomparable(error: TypeError, keys: List[Any]) -> ShuffleError:
-    found = _TYPES_IN_MESSAGE.search(str(error))
-    if found is not None:
-        first, second = found.groups()
-    else:
-        names = list(dict.fromkeys(type(k).__name__ for k in keys))
-        first, second = (names + ["?", "?"])[:2]
-    return ShuffleError(
-        f"cannot sort keys of type {first} and {second} together ({error}); "
-        "give the shuffle a sort_key that maps every key to one comparable type"
-    )
-
-
-# Descriptors left for everything else a task holds open while merging
-# (the output file, a fetch connection, the interpreter's own).
-_FD_RESERVE = 16
-
-
-def _fan_in_within_fd_limit(fan_in: int) -> int:
-    """``fan_in``, lowered so a merge's readers fit in the descriptors this process has left."""
-    try:
-        import resource
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
-    except (ImportError, OSError):
-        return fan_in
-    if soft == resource.RLIM_INFINITY:
-        return fan_in
-    usable = max(2, soft - open_now - _FD_RESERVE)
-    if usable < fan_in:
-        logger.info("merge fan-in lowered from %d to %d: RLIMIT_NOFILE is %d with %d open",
-                    fan_in, usable, soft, open_now)
-    return min(fan_in, usable)
-
-
-def _refuse_nan(keys: List[Any]) -> None:
-    """NaN compares false with everything, so a sort would scatter it silently: refuse it."""
-    if float in set(map(type, keys)) and any(k != k for k in keys if type(k) is float):
-        raise ShuffleError("cannot sort by a NaN key: NaN has no place in an order; filter NaN keys out, "
-                           "or give a sort_key that maps them to a comparable value")
-
-
-def _all_tuples(chunk: List[Any]) -> bool:
-    """Every record an exact tuple (a C loop; lengths are checked by unpacking)."""
-    return set(map(type, chunk)) <= {tuple}
-
-
-def _first_malformed(chunk: List[Any]) -> Optional[int]:
-    """The first record that is not an exact (key, value) 2-tuple: a list or "ab" is not a pair."""
-    for i, record in enumerate(chunk):
-        if type(record) is not tuple or len(record) != 2:
-            return i
-    return None
-
-
-def _first_unhashable(chunk: List[Record]) -> Optional[int]:
-    for i, (key, _) in enumerate(chunk):
-        try:
-            hash(key)
-        except TypeError:
-            return i
-    return None
-
-
-def _malformed(record: object) -> SerializationError:
-    return SerializationError(type(record).__name__, "records must be (key, value) 2-tuples")
 
 
 def _unlink(path: Path) -> None:
