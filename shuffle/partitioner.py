@@ -24,7 +24,7 @@ import numpy as np
 from shuffle.errors import ConfigError
 from shuffle.kernels import load
 
-__all__ = ["MAX_PARTITIONS", "HashPartitioner", "Partitioner", "RangePartitioner"]
+__all__ = ["MAX_PARTITIONS", "HashPartitioner", "Partitioner", "RangePartitioner", "as_int64"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class RangePartitioner(Partitioner):
         # Compared against key_func(key); computed once, not per key.
         self._bound_keys = [kf(b) for b in self._bounds]
         # Plain int bounds within int64 let int keys be placed by one searchsorted.
-        self._int_bounds = _int64_array(self._bound_keys) if key_func is None else None
+        self._int_bounds = as_int64(self._bound_keys) if key_func is None else None
 
     @staticmethod
     def sample_size(num_partitions: int) -> int:
@@ -236,7 +236,7 @@ class RangePartitioner(Partitioner):
         seq = _key_sequence(keys)
         bound_keys = self._bound_keys
         kf = self._key_func
-        int_keys = _int64_array(seq) if self._int_bounds is not None and seq else None
+        int_keys = as_int64(seq) if self._int_bounds is not None and seq else None
         if int_keys is not None:
             # bisect_left over sorted bounds is searchsorted(side="left"), for every key at once.
             out = np.searchsorted(self._int_bounds, int_keys, side="left").astype(np.int32)
@@ -258,10 +258,12 @@ class RangePartitioner(Partitioner):
         return f"RangePartitioner({self._n}, bounds={self._bounds!r}, {direction})"
 
 
-def _int64_array(values: Sequence[Any]) -> Optional[np.ndarray]:
-    """``values`` as int64 when every one is a plain int (not bool) that fits; else None."""
-    if not isinstance(values, list):
-        values = list(values)
+def as_int64(values: Sequence[Any]) -> Optional[np.ndarray]:
+    """``values`` as an int64 array when every one is a plain int (not bool) that fits; else None.
+
+    Such keys are searched or sorted by numpy with exactly Python's answers
+    (``bisect_left`` is ``searchsorted(side="left")``; a stable sort is a stable argsort).
+    """
     if set(map(type, values)) - {int}:
         return None
     try:

@@ -374,3 +374,18 @@ def test_an_unserializable_value_spilled_names_its_input_position(tmp_path):
         sorter.insert_all(records)
     assert caught.value.position == 13
     assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(keys=st.lists(st.one_of(st.integers(-5, 5), st.integers(-2**63, 2**63 - 1), st.integers(-2**70, 2**70)),
+                     max_size=80),
+       ascending=st.booleans(), num_partitions=st.integers(1, 4))
+def test_int_keys_sort_stably_in_both_directions_as_python_sorts_them(keys, ascending, num_partitions):
+    records = [(k, i) for i, k in enumerate(keys)]  # the value is the input position: shows stability
+    with tempfile.TemporaryDirectory() as spill_dir:
+        sorter, partitioner = make_sorter(spill_dir, num_partitions=num_partitions, key_ordering=True,
+                                          ascending=ascending)
+        with sorter:
+            sorter.insert_all(records)
+            output = read_all(sorter)
+    assert output == oracle(records, partitioner, key_ordering=True, ascending=ascending)

@@ -46,6 +46,7 @@ from shuffle.conf import ShuffleConf
 from shuffle.errors import ConfigError, SerializationError, ShuffleError
 from shuffle.kernels import load
 from shuffle.memory import MemoryConsumer, SizeTracker, SpillPolicy, TaskMemoryManager
+from shuffle.partitioner import as_int64
 from shuffle.write.merge_steps import comparing, decorate, fan_in_within_fd_limit, fold, incomparable
 from shuffle.write.memory_run import MemoryRun
 from shuffle.write.observer import WriteObserver
@@ -286,20 +287,29 @@ class ExternalSorter(MemoryConsumer):
         return order_list, parts, counts
 
     def _order_by_key(self, order: List[int], keys: List[Any], counts: List[int]) -> None:
-        """Sort each partition's stretch of ``order`` (indices into ``keys``) by key, in place."""
+        """Sort each partition's stretch of ``order`` (indices into ``keys``) by key, in place (stably)."""
         ranked = keys if self.sort_key is None else list(map(self.sort_key, keys))
         refuse_nan(ranked)
         by_key = ranked.__getitem__
         reverse = not self.ascending
+        int_ranks = as_int64(ranked)
+        if int_ranks is not None and reverse and len(int_ranks) and int_ranks.min() == np.iinfo(np.int64).min:
+            int_ranks = None  # negating it would overflow: Python's sort below
         start = 0
         for count in counts:
             if count > 1:
                 stretch = order[start:start + count]
-                try:
-                    stretch.sort(key=by_key, reverse=reverse)
-                except TypeError as e:
-                    raise incomparable(e, [ranked[i] for i in stretch]) from e
-                order[start:start + count] = stretch
+                if int_ranks is not None:
+                    # Plain int keys: numpy's stable argsort gives Python's stable order, in C.
+                    index = np.asarray(stretch)
+                    ranks = int_ranks[index]
+                    order[start:start + count] = index[np.argsort(-ranks if reverse else ranks, kind="stable")].tolist()
+                else:
+                    try:
+                        stretch.sort(key=by_key, reverse=reverse)
+                    except TypeError as e:
+                        raise incomparable(e, [ranked[i] for i in stretch]) from e
+                    order[start:start + count] = stretch
             start += count
 
     # ------------------------------------------------------------------ spill
