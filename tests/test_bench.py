@@ -106,3 +106,13 @@ def test_the_columnar_path_runs_w1_w3_w4_against_the_same_oracle(cache):
     columnar = {r.workload: r for r in rows if r.mode == "columnar"}
     assert set(columnar) == {"W1", "W3", "W4"}  # W5 (words) has no columnar form
     assert all(r.write_mode == "columnar" and "baseline" in r.ratios for r in columnar.values())
+
+
+def test_the_markdown_table_has_a_row_per_system_and_its_ratios(cache, tmp_path):
+    table = tmp_path / "results.md"
+    assert main(["bench", "--records", "1500", "--repeat", "1", "--workload", "W3", "--cache-dir", str(cache),
+                 "--markdown", str(table)]) == 0
+    lines = table.read_text().splitlines()
+    assert lines[0].startswith("| workload | system |") and "vs baseline" in lines[0]
+    assert [line.split(" | ")[1] for line in lines[2:]] == [
+        "baseline (buckets)", "shuffle (auto, bypass)", "disk (write+read)"]

@@ -41,6 +41,7 @@ def add_bench_parser(commands: Any, positive_int: Any) -> None:
     bench.add_argument("--profile", type=Path, metavar="DIR",
                        help="profile every engine task (cProfile stats per task in DIR, summed in DIR/summary.txt)")
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results with a machine header")
+    bench.add_argument("--markdown", type=Path, metavar="FILE.md", help="write the results as a Markdown table")
     bench.add_argument("--plot", type=Path, metavar="FILE.png", help="draw throughput by workload (needs matplotlib)")
     bench.set_defaults(run=run_bench_command)
 
@@ -109,6 +110,10 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(args.json, options, rows)
         print(f"results written to {args.json}")
+    if args.markdown is not None:
+        from shuffle.bench.report import format_markdown
+        args.markdown.write_text(format_markdown(rows) + "\n")
+        print(f"table written to {args.markdown}")
     if args.plot is not None:
         write_plot(args.plot, rows)
         print(f"plot written to {args.plot}")

@@ -15,7 +15,7 @@ import psutil
 
 from shuffle.bench.runner import BenchOptions, Row
 
-__all__ = ["machine_header", "format_table", "write_json", "write_plot"]
+__all__ = ["machine_header", "format_table", "format_markdown", "write_json", "write_plot"]
 
 _PACKAGES = ("shuffle", "numpy", "msgpack", "cloudpickle", "lz4", "zstandard", "psutil",
              "Cython", "pyspark", "dask", "matplotlib")
@@ -76,6 +76,22 @@ def format_header() -> str:
 
 def format_table(rows: Sequence[Row]) -> str:
     return "\n".join([format_header()] + [format_row(row) for row in rows])
+
+
+def format_markdown(rows: Sequence[Row], against: Sequence[str] = ("baseline", "pyspark", "dask")) -> str:
+    """A Markdown table: one row per system and workload, with its ratio to each of ``against``."""
+    present = [name for name in against if any(name in row.ratios for row in rows)]
+    header = ["workload", "system", "seconds", "M records/s", "MB shuffled", "peak RSS MB"] + \
+        [f"vs {name}" for name in present]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        system = f"shuffle ({row.mode}, {row.write_mode})" if row.system == "shuffle" else (
+            f"{row.system} ({row.mode})" if row.system in ("baseline", "disk") else f"{row.system} {row.mode}")
+        cells = [row.workload, system, f"{row.seconds:.2f}", f"{row.records_per_s / 1e6:.2f}",
+                 f"{row.mb_shuffled:.1f}" if row.mb_shuffled else "-", f"{row.peak_rss_total_mb:.0f}"]
+        cells += [f"{row.ratios[name]:.2f}x" if name in row.ratios else "-" for name in present]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_json(path: Path, options: BenchOptions, rows: Sequence[Row]) -> None:
