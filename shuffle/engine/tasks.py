@@ -92,6 +92,7 @@ class TaskContext:
         self.inputs = task.inputs
         self.read_metrics = ReadMetrics()
         self._streams: List[Iterator[Any]] = []
+        self._readers: List[Any] = []
 
     def read_shuffle(self, handle: ShuffleHandle, reduce_partition: int) -> Iterator[Any]:
         """The records of ``reduce_partition`` of ``handle``'s shuffle, combined/sorted as its dependency says."""
@@ -107,17 +108,19 @@ class TaskContext:
         reader = self.manager.get_reader(handle, reduce_partition, reduce_partition + 1)
         stream = reader.read()
         self._streams.append(stream)
-        try:
-            yield from stream
-        finally:
-            self.read_metrics.merge(reader.metrics)
+        self._readers.append(reader)
+        # The reader's own stream, not a wrapper: no extra generator frame per record.
+        return stream
 
     def close(self) -> None:
         """Close every reader this task opened, so its memory and spill files are freed now,
-        not when a failed task's traceback is finally collected."""
+        not when a failed task's traceback is finally collected; then count what they read."""
         for stream in self._streams:
             stream.close()  # type: ignore[attr-defined]
         self._streams.clear()
+        for reader in self._readers:
+            self.read_metrics.merge(reader.metrics)
+        self._readers.clear()
 
 
 def run_task(task: Task, manager: SortShuffleManager) -> TaskResult:
