@@ -23,7 +23,7 @@ import logging
 import math
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import psutil
 

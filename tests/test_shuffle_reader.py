@@ -7,7 +7,7 @@ from collections import defaultdict
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from shuffle import Aggregator, HashPartitioner, RangePartitioner, ShuffleConf, ShuffleDependency, SortShuffleManager
+from shuffle import Aggregator, HashPartitioner, RangePartitioner, ShuffleDependency, SortShuffleManager
 from shuffle.errors import ShuffleError
 from shuffle.read.group import ResultIterable
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, List
@@ -89,11 +90,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         from shuffle.bench.peers import require
         for peer in options.peers:
             require(peer)
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ConfigError("--plot", str(args.plot), "a path, with matplotlib installed (pip install matplotlib)")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--plot", str(args.plot), "a path, with matplotlib installed (pip install matplotlib)")
     machine = machine_header()
     print(f"shuffle bench on {machine['cores_logical']} cores, {machine['memory_gb']} GB, Python {machine['python']}, "
           f"kernels {machine['kernels']}; parallelism {options.parallelism}, repeat {options.repeat}, "

@@ -14,8 +14,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from faults.conftest import executor_dirs
 
 SCRIPT = textwrap.dedent("""

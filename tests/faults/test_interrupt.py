@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from faults.conftest import executor_dirs, temporaries
 
