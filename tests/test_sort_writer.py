@@ -227,3 +227,15 @@ def test_uncombined_records_become_combiners_through_create_combiner(make_task):
     task.write(records)
     merged = read_merged(task, lists)
     assert sorted(merged[3]) == [-3, 3] and all(merged[i] == [i] for i in range(1000) if i != 3)
+
+
+@pytest.mark.parametrize("aggregator", [SUM, Aggregator(lambda v: [v], lambda c, v: c + [v], lambda a, b: a + b)],
+                         ids=["reduce", "lists"])
+@pytest.mark.parametrize("bad", ["ab", [1, 2], (1, 2, 3)])
+def test_a_bad_record_after_the_switch_is_named_at_its_input_position(make_task, tmp_path, aggregator, bad):
+    records = [(i, 1) for i in range(1000)] + [bad] + [(5, 5)]
+    task = make_task(8, ADAPTIVE, aggregator=aggregator, map_side_combine=True)
+    with pytest.raises(SerializationError, match="2-tuples") as caught:
+        task.write(records)
+    assert caught.value.position == 1000
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

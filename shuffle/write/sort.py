@@ -24,6 +24,7 @@ from shuffle.write.base import Record, ShuffleWriter
 from shuffle.write.bypass import BypassMergeSortShuffleWriter as _PassThrough
 from shuffle.write.external_sorter import ExternalSorter
 from shuffle.write.output import MapOutputWriter
+from shuffle.write.records import malformed
 
 __all__ = ["SortShuffleWriter"]
 
@@ -105,12 +106,17 @@ class SortShuffleWriter(ShuffleWriter):
         """What was combined so far, then every other record as its own combiner, by partition."""
         aggregator = self.dependency.aggregator
         assert aggregator is not None
-        combined = sorter.take_combined()
-        create = aggregator.create_combiner
-        tail = rest if aggregator.is_reduce else ((key, create(value)) for key, value in rest)
+        first = sorter.inserted  # the input position of the first record of ``rest``
+        combined = list(sorter.take_combined())
+        tail = rest if aggregator.is_reduce else _as_combiners(rest, aggregator.create_combiner, first)
         passthrough = _PassThrough(self.handle, self.map_id, self.context)
         try:
             passthrough._write_records(chain(combined, tail), output)
+        except SerializationError as e:
+            if e.position is None or e.position < len(combined):
+                raise
+            # The pass-through counted the combined items first: name the record's input position.
+            raise e.at(first + e.position - len(combined)) from e.__cause__
         finally:
             passthrough._release()
             self.metrics.records_written += passthrough.metrics.records_written
@@ -142,3 +148,11 @@ class SortShuffleWriter(ShuffleWriter):
     def _release(self) -> None:
         if self._sorter is not None:
             self._sorter.stop()
+
+
+def _as_combiners(records: Iterator[Record], create: Any, first: int) -> Iterator[Record]:
+    """``(key, create(value))`` per record; a record that is not an exact 2-tuple is named by position."""
+    for position, record in enumerate(records, first):
+        if type(record) is not tuple or len(record) != 2:
+            raise malformed(record).at(position)
+        yield record[0], create(record[1])
