@@ -6,7 +6,8 @@ import pytest
 
 from shuffle.bench import data
 from shuffle.bench import workloads as wl
-from shuffle.bench.runner import BenchOptions, WorkloadMismatch, run_bench
+from shuffle.bench.results import WorkloadMismatch
+from shuffle.bench.runner import BenchOptions, run_bench
 from shuffle.cli import main
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from shuffle.bench import workloads as wl
 from shuffle.bench.data import Corpus, Table
+from shuffle.bench.results import check, make_row
 from shuffle.errors import ConfigError
 
 __all__ = ["run_peer", "require"]
@@ -44,7 +45,6 @@ def require(name: str) -> None:
 def run_peer(name: str, workload: wl.Workload, inputs: Any, records: int, oracle: Any, options: Any) -> Optional[Any]:
     """A measured row for ``name`` on ``workload``, or None when the peer has no such workload."""
     from shuffle.bench.measure import repeat
-    from shuffle.bench.runner import _row, check
 
     if name in COLUMNAR_PEERS:
         return _columnar_peer(name, workload, inputs, records, oracle, options)
@@ -66,7 +66,7 @@ def run_peer(name: str, workload: wl.Workload, inputs: Any, records: int, oracle
     finally:
         session.stop()
     check(workload.name, name, summary, oracle)
-    return _row(workload.name, name, session.label, records, runs, startup_s=startup)
+    return make_row(workload.name, name, session.label, records, runs, startup_s=startup)
 
 
 def _columnar_peer(name: str, workload: wl.Workload, table: Any, records: int, oracle: Any, options: Any) -> Optional[Any]:
@@ -74,7 +74,6 @@ def _columnar_peer(name: str, workload: wl.Workload, table: Any, records: int, o
     import numpy as np
 
     from shuffle.bench.measure import repeat
-    from shuffle.bench.runner import _row, check
     from shuffle.columnar.bench import PEERS
 
     job = PEERS[name].get(workload.name)
@@ -84,7 +83,7 @@ def _columnar_peer(name: str, workload: wl.Workload, table: Any, records: int, o
     keys, values = np.load(table.keys_path), np.load(table.values_path)
     runs, summary = repeat(lambda: job(keys, values), options.peer_repeat or options.repeat)
     check(workload.name, name, summary, oracle)
-    return _row(workload.name, name, "same arrays", records, runs)
+    return make_row(workload.name, name, "same arrays", records, runs)
 
 
 # ---------------------------------------------------------------- PySpark

@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Sequence
 
 import psutil
 
-from shuffle.bench.runner import BenchOptions, Row
+from shuffle.bench.results import Row
+from shuffle.bench.runner import BenchOptions
 
 __all__ = ["machine_header", "format_table", "format_markdown", "write_json", "write_plot"]
 

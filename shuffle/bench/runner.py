@@ -14,16 +14,17 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from shuffle.bench import data
 from shuffle.bench.measure import Timed, median, timed
+from shuffle.bench.results import Row, check, make_row
 from shuffle.bench.workloads import WORKLOADS, Workload
 from shuffle.errors import ShuffleError
 
-__all__ = ["BenchOptions", "Row", "run_bench", "WorkloadMismatch"]
+__all__ = ["BenchOptions", "run_bench"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ QUICK_RECORDS = 1_000_000
 QUICK_WORDS = 500_000
 DEFAULT_RECORDS = 10_000_000
 DEFAULT_WORDS = 5_000_000
-
-
-class WorkloadMismatch(ShuffleError):
-    """A run's result differed from the baseline's: its time does not count."""
 
 
 @dataclass
@@ -59,31 +56,6 @@ class BenchOptions:
         if self.records:
             return max(1, self.records // 2)
         return QUICK_WORDS if self.quick else DEFAULT_WORDS
-
-
-@dataclass
-class Row:
-    """One system's result on one workload (medians over the repeats)."""
-
-    workload: str
-    system: str                          # "shuffle", "baseline", "pyspark", "dask", "disk"
-    mode: str                            # the writer asked for, or what the system is
-    records: int
-    seconds: float
-    runs: List[float]
-    records_per_s: float
-    startup_s: float = 0.0
-    mb_shuffled: float = 0.0
-    mb_per_s: float = 0.0
-    spills: int = 0
-    write_mode: str = ""                 # the writer the engine chose
-    peak_rss_total_mb: float = 0.0
-    peak_rss_process_mb: float = 0.0
-    ratios: Dict[str, float] = field(default_factory=dict)
-    paired: bool = False                 # runs interleaved with the workload's other paired rows
-
-    def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def run_bench(options: BenchOptions, on_row: Callable[[Row], None] = lambda row: None) -> List[Row]:
@@ -137,19 +109,6 @@ def _record_count(inputs: Any) -> int:
     return inputs.records if isinstance(inputs, data.Table) else inputs.words
 
 
-def _row(workload: str, system: str, mode: str, records: int, runs: List[Timed], **extra: Any) -> Row:
-    seconds = median([run.seconds for run in runs])
-    return Row(workload, system, mode, records, seconds, [round(r.seconds, 4) for r in runs],
-               records / seconds if seconds else 0.0,
-               peak_rss_total_mb=max(r.peak_rss_total for r in runs) / 1e6,
-               peak_rss_process_mb=max(r.peak_rss_process for r in runs) / 1e6, **extra)
-
-
-def check(workload: str, system: str, got: Any, oracle: Any) -> None:
-    if got != oracle:
-        raise WorkloadMismatch(f"{workload} on {system}: result {got!r} differs from the baseline's {oracle!r}")
-
-
 def _measure_workload(workload: Workload, inputs: Any, options: BenchOptions) -> Tuple[List[Row], Any]:
     """The baseline and every engine mode, run in turn (baseline, mode 1, mode 2, ... then again).
 
@@ -181,7 +140,7 @@ def _measure_workload(workload: Workload, inputs: Any, options: BenchOptions) ->
     finally:
         for engine in engines:
             engine.close()
-    rows = [_row(workload.name, "baseline", workload.baseline_name, records, baseline_runs, paired=True)]
+    rows = [make_row(workload.name, "baseline", workload.baseline_name, records, baseline_runs, paired=True)]
     rows.extend(engine.row(records) for engine in engines)
     if workload.name == "W3" and len(rows) > 1:
         rows.append(_disk_floor(options, records, int(rows[1].mb_shuffled * 1e6)))
@@ -223,7 +182,7 @@ class _Engine:
         shuffled = sum(s.write.bytes_written for s in last.stages if s.kind == "map")
         spills = sum(s.write.spill_count + s.read.spill_count for s in last.stages)
         chosen = ",".join(sorted({s.write_mode for s in last.stages if s.write_mode}))
-        row = _row(self.workload.name, "shuffle", self.mode, records, self.runs, startup_s=self.startup,
+        row = make_row(self.workload.name, "shuffle", self.mode, records, self.runs, startup_s=self.startup,
                    mb_shuffled=shuffled / 1e6, spills=spills, write_mode=chosen, paired=True)
         row.mb_per_s = row.mb_shuffled / row.seconds if row.seconds else 0.0
         return row
@@ -235,7 +194,7 @@ def _disk_floor(options: BenchOptions, records: int, size: int) -> Row:
     Sequential, fsynced as the engine's commits are: the floor W3's target is measured against.
     """
     runs = [_write_read(size) for _ in range(options.repeat)]
-    row = _row("W3", "disk", "write+read", records, runs, mb_shuffled=size / 1e6)
+    row = make_row("W3", "disk", "write+read", records, runs, mb_shuffled=size / 1e6)
     row.mb_per_s = row.mb_shuffled / row.seconds if row.seconds else 0.0
     return row
 
