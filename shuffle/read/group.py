@@ -1,6 +1,8 @@
 """Spilling group-by: PySpark's ``ExternalGroupBy``, for readers of ``group_by_key`` shuffles.
 
-A dict of lists cannot hold a key whose values do not fit in memory, so
+When every record fits in memory and no key order is asked for, records are
+grouped in a dict of lists (one kernel pass). Otherwise, since a dict of
+lists cannot hold a key whose values do not fit in memory,
 :class:`ExternalGroupBy` groups by *sorting*: records go through an
 ``ExternalSorter`` without an aggregator, ordered by ``portable_hash(key)``
 (by key, ``sort_key`` and direction when the shuffle asks for key ordering),
@@ -47,6 +49,7 @@ from shuffle.errors import OutOfDiskError, ShuffleError
 from shuffle.kernels import load
 from shuffle.memory import TaskMemoryManager, estimate_size
 from shuffle.write.external_sorter import ExternalSorter
+from shuffle.write.records import first_unhashable
 
 __all__ = ["ExternalGroupBy", "ExternalList", "ResultIterable", "SpillTally", "group_sorted"]
 
@@ -370,7 +373,14 @@ class ExternalGroupBy:
 
     def _hash_groups(self, records: List[Record]) -> Iterator[Tuple[Any, ResultIterable]]:
         grouped: Dict[Any, List[Any]] = {}
-        _group_values(records, grouped)
+        try:
+            _group_values(records, grouped)
+        except TypeError as e:
+            bad = first_unhashable(records)
+            if bad is None:
+                raise
+            raise ShuffleError(f"record {bad} read has a key of unhashable type {type(records[bad][0]).__name__}; "
+                               "grouping by key needs hashable keys (e.g. a tuple instead of a list)") from e
         del records[:]  # the values live on in the lists; the record tuples can go now
         max_values, max_bytes = self._max_values, self._max_bytes
         for key, values in grouped.items():
