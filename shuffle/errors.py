@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "SerializationError",
     "RecordTooLargeError",
+    "UnhashableKeyError",
     "BatchSchemaError",
     "FetchFailedError",
     "MetadataFetchFailedError",
@@ -88,6 +89,17 @@ class RecordTooLargeError(ShuffleError):
             f"{where} serializes to {size} bytes, more than the page limit of {limit} bytes; "
             "use the sort writer (shuffle.writer.force=sort) for records this large"
         )
+
+
+class UnhashableKeyError(ShuffleError, TypeError):
+    """A key that cannot be hashed (a list, a dict, a set): it has no partition and cannot be grouped."""
+
+    def __init__(self, key: object, position: Optional[int] = None) -> None:
+        self.type_name = type(key).__name__
+        self.position = position
+        where = f"record {position}" if position is not None else "a record"
+        super().__init__(f"{where} has a key of unhashable type {self.type_name}; shuffling by key needs "
+                         "hashable keys (e.g. a tuple instead of a list)")
 
 
 class BatchSchemaError(ShuffleError, TypeError):

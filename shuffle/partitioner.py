@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from shuffle.errors import ConfigError
+from shuffle.errors import ConfigError, UnhashableKeyError
 from shuffle.kernels import load
 
 __all__ = ["MAX_PARTITIONS", "HashPartitioner", "Partitioner", "RangePartitioner", "as_int64"]
@@ -47,6 +47,18 @@ def _validate_num_partitions(num_partitions: Any) -> int:
     if not 1 <= n <= MAX_PARTITIONS:
         raise ConfigError("num_partitions", num_partitions, f"an int in [1, {MAX_PARTITIONS}]")
     return n
+
+
+def _unhashable(error: TypeError, keys: Iterable[Any]) -> Exception:
+    """The typed error naming the first key that will not hash (error path); else ``error`` itself."""
+    if "unhashable" not in str(error):
+        return error
+    for key in keys if isinstance(keys, (list, tuple)) else ():
+        try:
+            _hashing.portable_hash(key)
+        except TypeError:
+            return UnhashableKeyError(key)
+    return error
 
 
 def _key_sequence(keys: Any) -> list | tuple:
@@ -114,11 +126,17 @@ class HashPartitioner(Partitioner):
         return self._n
 
     def get_partition(self, key: Any) -> int:
-        return _hashing.portable_hash(key) % self._n
+        try:
+            return _hashing.portable_hash(key) % self._n
+        except TypeError as e:
+            raise _unhashable(e, [key]) from e
 
     def partition_ids(self, keys: Iterable[Any]) -> np.ndarray:
-        """All keys' partitions at once, in the kernel's C loop."""
-        return _hashing.partition_ids(keys, self._n)
+        """All keys' partitions at once, in the kernel's C loop; an unhashable key is an ``UnhashableKeyError``."""
+        try:
+            return _hashing.partition_ids(keys, self._n)
+        except TypeError as e:
+            raise _unhashable(e, keys) from e
 
     def _identity(self) -> tuple:
         return (self._n,)

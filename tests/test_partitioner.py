@@ -294,3 +294,14 @@ def test_sample_fraction_follows_pysparks_rule():
 def test_range_partition_ids_of_int_keys_equal_get_partition_key_by_key(sample, keys, n, ascending):
     partitioner = RangePartitioner(n, sample, ascending=ascending)
     assert partitioner.partition_ids(keys).tolist() == [partitioner.get_partition(k) for k in keys]
+
+
+def test_an_unhashable_key_is_a_typed_error_that_is_still_a_type_error():
+    from shuffle.errors import ShuffleError, UnhashableKeyError
+    partitioner = HashPartitioner(4)
+    for call in (lambda: partitioner.partition_ids([1, [2], 3]), lambda: partitioner.get_partition({1: 2})):
+        with pytest.raises(UnhashableKeyError) as info:
+            call()
+        assert isinstance(info.value, ShuffleError) and isinstance(info.value, TypeError)
+    assert "list" in str(pytest.raises(UnhashableKeyError, partitioner.partition_ids, [[2]]).value)
+    assert pickle.loads(pickle.dumps(UnhashableKeyError([1], 7))).position == 7

@@ -45,7 +45,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 
 from shuffle.blocks import BlockFormat
 from shuffle.conf import ShuffleConf
-from shuffle.errors import OutOfDiskError, ShuffleError
+from shuffle.errors import OutOfDiskError, ShuffleError, UnhashableKeyError
 from shuffle.kernels import load
 from shuffle.memory import TaskMemoryManager, estimate_size
 from shuffle.write.external_sorter import ExternalSorter
@@ -379,8 +379,7 @@ class ExternalGroupBy:
             bad = first_unhashable(records)
             if bad is None:
                 raise
-            raise ShuffleError(f"record {bad} read has a key of unhashable type {type(records[bad][0]).__name__}; "
-                               "grouping by key needs hashable keys (e.g. a tuple instead of a list)") from e
+            raise UnhashableKeyError(records[bad][0]) from e
         del records[:]  # the values live on in the lists; the record tuples can go now
         max_values, max_bytes = self._max_values, self._max_bytes
         for key, values in grouped.items():

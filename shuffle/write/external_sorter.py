@@ -43,7 +43,7 @@ import numpy as np
 from shuffle.aggregator import Aggregator
 from shuffle.blocks import BlockFormat
 from shuffle.conf import ShuffleConf
-from shuffle.errors import ConfigError, SerializationError, ShuffleError
+from shuffle.errors import ConfigError, SerializationError, ShuffleError, UnhashableKeyError
 from shuffle.kernels import load
 from shuffle.memory import MemoryConsumer, SizeTracker, SpillPolicy, TaskMemoryManager
 from shuffle.partitioner import as_int64
@@ -196,10 +196,7 @@ class ExternalSorter(MemoryConsumer):
                 raise malformed(chunk[bad]).at(self._inserted + bad) from e
             bad = first_unhashable(chunk)
             if bad is not None:
-                key = chunk[bad][0]
-                raise ShuffleError(
-                    f"record {self._inserted + bad} has a key of unhashable type {type(key).__name__}; "
-                    "combining by key needs hashable keys (e.g. a tuple instead of a list)") from e
+                raise UnhashableKeyError(chunk[bad][0], self._inserted + bad) from e
             raise
         added = len(combiners) - before
         if added:

@@ -109,6 +109,16 @@ def test_unhashable_keys_in_reduce_by_key(ctx):
     assert isinstance(cause, ShuffleError) and "list" in str(cause), error
 
 
+@pytest.mark.parametrize("wide", ["group_by_key", "partition_by", "sort_writer_reduce"])
+def test_unhashable_keys_in_every_keyed_shuffle_are_typed(make_ctx, wide):
+    ctx = make_ctx(2, {**ONCE, **({"shuffle.writer.force": "sort"} if wide == "sort_writer_reduce" else {})})
+    data = ctx.parallelize([([1], 1), ((2,), 2)], 2)
+    shuffled = {"group_by_key": lambda: data.group_by_key(3), "partition_by": lambda: data.partition_by(3),
+                "sort_writer_reduce": lambda: data.reduce_by_key(operator.add, 3)}[wide]()
+    error, cause = failure_of(shuffled.collect)
+    assert isinstance(cause, ShuffleError) and isinstance(cause, TypeError) and "list" in str(cause), error
+
+
 def test_a_record_larger_than_a_page_in_serialized_mode(make_ctx):
     ctx = make_ctx(2, {**ONCE, "shuffle.writer.force": "serialized"})
     moved = ctx.parallelize(range(10), 1).map(make_huge).partition_by(3)
