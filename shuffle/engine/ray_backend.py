@@ -37,7 +37,7 @@ import cloudpickle
 from shuffle.conf import ShuffleConf
 from shuffle.engine.backend import ExecutorBackend
 from shuffle.engine.block_service import SERVICE_PREFIX_KEY, node_directory, start_block_service
-from shuffle.engine.tasks import Task, TaskFailure, TaskResult, failure_of, run_task
+from shuffle.engine.tasks import Task, TaskFailure, TaskResult, dumps_result, failure_of, run_task
 from shuffle.errors import ConfigError, ShuffleError
 from shuffle.manager import SortShuffleManager
 from shuffle.map_output import BlockManagerId, MapStatus
@@ -103,13 +103,7 @@ def run_ray_task(payload: bytes, root: str, conf_values: Dict[str, str], slots: 
         result = TaskResult(-1, -1, -1, 0, manager.location.executor_id, failure=failure_of(e))
     else:
         result = run_task(task, manager)
-    try:
-        return cloudpickle.dumps(result)
-    except Exception as e:  # the value did not pickle: report that as the task's failure
-        result.value = None
-        result.failure = failure_of(e)
-        result.failure.exception = None
-        return cloudpickle.dumps(result)
+    return dumps_result(result)
 
 
 # ---------------------------------------------------------------- driver side

@@ -27,7 +27,8 @@ from shuffle.manager import SortShuffleManager
 from shuffle.map_output import MapStatus
 from shuffle.metrics import ReadMetrics, WriteMetrics
 
-__all__ = ["Task", "ShuffleMapTask", "ResultTask", "TaskResult", "TaskFailure", "TaskContext", "run_task"]
+__all__ = ["Task", "ShuffleMapTask", "ResultTask", "TaskResult", "TaskFailure", "TaskContext", "run_task",
+           "dumps_result", "failure_of"]
 
 
 @dataclass
@@ -151,6 +152,17 @@ def run_task(task: Task, manager: SortShuffleManager) -> TaskResult:
     result.read_metrics = tc.read_metrics
     result.duration_ns = time.perf_counter_ns() - started
     return result
+
+
+def dumps_result(result: TaskResult) -> bytes:
+    """``result`` pickled for the driver; a value that does not pickle becomes the task's failure."""
+    try:
+        return cloudpickle.dumps(result)
+    except Exception as e:
+        result.value = None
+        result.failure = failure_of(e)
+        result.failure.exception = None
+        return cloudpickle.dumps(result)
 
 
 def failure_of(error: BaseException) -> TaskFailure:

@@ -21,7 +21,7 @@ from typing import Dict
 import cloudpickle
 
 from shuffle.conf import ShuffleConf
-from shuffle.engine.tasks import Task, TaskResult, failure_of, run_task
+from shuffle.engine.tasks import Task, TaskResult, dumps_result, failure_of, run_task
 from shuffle.manager import SortShuffleManager
 from shuffle.memory import ExecutionMemoryPool, shuffle_pool_size
 
@@ -55,7 +55,7 @@ def worker_main(conn: Connection, executor_id: str, local_dir: str, conf_values:
             conn.send_bytes(cloudpickle.dumps(_unreadable(message, e, executor_id)))
             continue
         result = run_task(task, manager) if profile_dir is None else _profiled(task, manager, profile_dir)
-        conn.send_bytes(_dumps_result(result))
+        conn.send_bytes(dumps_result(result))
     conn.close()
 
 
@@ -72,16 +72,6 @@ def _profiled(task: Task, manager: SortShuffleManager, profile_dir: str) -> Task
     except OSError as e:  # a profile is a diagnostic: losing one must not fail the task
         logger.warning("could not write the task profile %s: %s", name, e)
     return result
-
-
-def _dumps_result(result: TaskResult) -> bytes:
-    try:
-        return cloudpickle.dumps(result)
-    except Exception as e:  # the value did not pickle: report that as the task's failure
-        result.value = None
-        result.failure = failure_of(e)
-        result.failure.exception = None
-        return cloudpickle.dumps(result)
 
 
 def _unreadable(message: bytes, error: Exception, executor_id: str) -> TaskResult:
