@@ -55,7 +55,7 @@ class Aggregator:
 
     def combine_values(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:
         """Fold ``(key, value)`` records into ``into`` (key -> combiner); returns records seen."""
-        create = None if self.create_combiner is _identity else self.create_combiner
+        create = None if self.is_reduce else self.create_combiner
         return _combine(records, into, create, self.merge_value)
 
     def combine_combiners(self, records: Iterable[Tuple[Hashable, Any]], into: Dict[Hashable, Any]) -> int:

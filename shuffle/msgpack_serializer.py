@@ -179,11 +179,9 @@ class _MsgpackEncoder(Encoder):
 
     def add(self, key: Any, value: Any) -> None:
         if _pack_pairs([(key, value)], self._buffer, _pack_other) == 0:
-            mark = len(self._buffer)
             try:
                 self._buffer += _pack_record_slowly(key, value)
-            except BaseException:
-                del self._buffer[mark:]
+            except BaseException:  # leave the encoder empty, as add_all does
                 self._discard()
                 raise
         self._count += 1

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import numpy as np
 
-from shuffle.errors import SerializationError
 from shuffle.partitioner import RangePartitioner
+from shuffle.write.records import all_tuples, first_malformed, malformed
 
 __all__ = ["per_partition_sample_size", "sketch_keys", "proportional_sample"]
 
@@ -84,9 +84,8 @@ def proportional_sample(sketches: List[Sketch], target: int) -> List[Any]:
 
 def _check_pairs(chunk: List[Any], position: int) -> None:
     """Every record a (key, value) 2-tuple, checked in C loops; the first that is not is named."""
-    if set(map(type, chunk)) <= {tuple} and set(map(len, chunk)) <= {2}:
+    if all_tuples(chunk) and set(map(len, chunk)) <= {2}:
         return
-    for offset, record in enumerate(chunk):
-        if type(record) is not tuple or len(record) != 2:
-            raise SerializationError(type(record).__name__, "records must be (key, value) 2-tuples",
-                                     position + offset)
+    bad = first_malformed(chunk)
+    assert bad is not None  # a non-tuple or a tuple of another length is there
+    raise malformed(chunk[bad]).at(position + bad)

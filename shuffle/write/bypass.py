@@ -26,7 +26,7 @@ import numpy as np
 from shuffle.errors import SerializationError
 from shuffle.write.base import Record, ShuffleWriter
 from shuffle.write.output import MapOutputWriter, disk_errors
-from shuffle.write.records import all_tuples, gather
+from shuffle.write.records import all_tuples, first_malformed, gather, malformed
 
 __all__ = ["BypassMergeSortShuffleWriter"]
 
@@ -137,9 +137,7 @@ def _keys_of(chunk: List[Any], position: int) -> List[Any]:
             raise TypeError("not a tuple")
         return [key for key, _ in chunk]
     except (TypeError, ValueError):
-        for offset, record in enumerate(chunk):
-            if type(record) is not tuple or len(record) != 2:
-                raise SerializationError(
-                    type(record).__name__, "records must be (key, value) 2-tuples"
-                ).at(position + offset) from None
-        raise
+        bad = first_malformed(chunk)
+        if bad is None:
+            raise
+        raise malformed(chunk[bad]).at(position + bad) from None
